@@ -1,0 +1,299 @@
+"""Checkpoint I/O: official packnet-sfm `.ckpt` files and our own format.
+
+Official files pickle a yacs `CfgNode` next to the weights. We never run pickled code:
+plain files load with torch's weights-only unpickler; official ones with an unpickler
+that only resolves the handful of torch/builtin names a state_dict needs and turns every
+other class into an inert placeholder, so neither yacs nor packnet-sfm is needed.
+
+Our format is a plain dict (loads with weights_only=True) written atomically: temp file,
+fsync, read back and checked, rename, fsync of the directory.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from packnet_ros.networks import DEPTH_NETWORKS, PackNet, PoseNet
+
+FORMAT = 'packnet_ros'
+FORMAT_VERSION = 1
+OFFICIAL_PREFIXES = {'depth': ('model.depth_net.', 'depth_net.'), 'pose': ('model.pose_net.', 'pose_net.')}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or does not match a known network."""
+
+
+# --------------------------------------------------------------------------------------
+# Safe unpickling of official checkpoints
+
+_ALLOWED_GLOBALS = {
+    ('collections', 'OrderedDict'),
+    ('torch._utils', '_rebuild_tensor_v2'),
+    ('torch._utils', '_rebuild_parameter'),
+    ('torch._utils', '_rebuild_parameter_with_state'),
+    ('torch._tensor', '_rebuild_from_type_v2'),
+    ('torch.nn.parameter', 'Parameter'),
+    ('torch', 'Tensor'),
+    ('torch', 'Size'),
+    ('torch', 'device'),
+    ('builtins', 'set'),
+    ('builtins', 'frozenset'),
+    ('builtins', 'slice'),
+    ('builtins', 'object'),
+    ('builtins', 'dict'),
+    ('builtins', 'list'),
+    ('copyreg', '_reconstructor'),
+}
+
+
+class Placeholder(dict):
+    """Stands in for any pickled class we do not trust (yacs CfgNode, loggers, ...).
+
+    It accepts whatever the pickle stream hands it and keeps it as data; it has no
+    behaviour, so loading it runs no code from the file.
+    """
+
+    pickled_name = ''
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        raise pickle.PicklingError(f'placeholder for {self.pickled_name} cannot be pickled')
+
+
+_placeholders: dict[str, type] = {}
+
+
+def _placeholder(module: str, name: str) -> type:
+    key = f'{module}.{name}'
+    if key not in _placeholders:
+        _placeholders[key] = type(name, (Placeholder,), {'pickled_name': key, '__module__': __name__})
+    return _placeholders[key]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module == 'torch' and (name.endswith('Storage') or isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        return _placeholder(module, name)
+
+
+class restricted_pickle:
+    """A pickle module for torch.load(pickle_module=...) built on RestrictedUnpickler."""
+
+    Unpickler = RestrictedUnpickler
+    __name__ = 'packnet_ros.restricted_pickle'
+
+    @staticmethod
+    def load(file, **kwargs):
+        return RestrictedUnpickler(file, **kwargs).load()
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    """torch.load without running pickled code; mmap for zip files so metadata reads are cheap."""
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
+        except pickle.UnpicklingError:
+            # Official files hold a pickled config object: load them with placeholders.
+            return torch.load(path, map_location=map_location, weights_only=False,
+                              pickle_module=restricted_pickle, mmap=is_zip)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
+        raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
+
+
+# --------------------------------------------------------------------------------------
+# Architecture inference
+
+
+def build_depth_net(arch: str, version: str = '1A', width: float = 1.0) -> PackNet:
+    if arch not in DEPTH_NETWORKS:
+        raise ValueError(f'unknown depth architecture {arch!r}; known: {sorted(DEPTH_NETWORKS)}')
+    return DEPTH_NETWORKS[arch](version=version, width=width)
+
+
+def _shape(state: dict, key: str, path: Path) -> torch.Size:
+    if key not in state:
+        raise CheckpointError(f'{path}: depth weights lack key {key!r}; not a PackNet state_dict '
+                              f'(first keys: {sorted(state)[:5]})')
+    return state[key].shape
+
+
+def infer_depth_spec(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
+    """Architecture, version and width of a PackNet state_dict, from its shapes alone."""
+    d = _shape(state, 'pack1.conv3d.weight', path)[0]
+    arch = next((a for a, cls in DEPTH_NETWORKS.items() if cls.num_3d_feat == d), None)
+    if arch is None:
+        raise CheckpointError(f'{path}: pack1.conv3d has {d} 3D features; no known PackNet uses that')
+    cls = DEPTH_NETWORKS[arch]
+    ni = _shape(state, 'pre_calc.conv_base.weight', path)[0]
+    n5, iconv5_in = _shape(state, 'iconv5.conv_base.weight', path)[:2]
+    n4 = _shape(state, 'iconv4.conv_base.weight', path)[0]
+    if iconv5_in != n5 + n4:
+        raise CheckpointError(f'{path}: iconv5 takes {iconv5_in} channels, not {n5}+{n4}: a PackNet '
+                              'version other than 1A (skip concatenation), which is not supported')
+    return {'arch': arch, 'version': '1A', 'width': ni / cls.base_ni}
+
+
+def _load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """load_state_dict with an error that names every missing, unexpected or mis-shaped key."""
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f'{k}: file {tuple(state[k].shape)} vs network {tuple(v.shape)}'
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f'missing keys {missing[:8]}' + (f' (+{len(missing) - 8} more)' if len(missing) > 8 else ''))
+        if unexpected:
+            parts.append(f'unexpected keys {unexpected[:8]}'
+                         + (f' (+{len(unexpected) - 8} more)' if len(unexpected) > 8 else ''))
+        if wrong:
+            parts.append('shape mismatches: ' + '; '.join(wrong[:8]))
+        raise CheckpointError(f'{path}: {what} weights do not match {type(net).__name__}: ' + ', '.join(parts))
+    net.load_state_dict(state)
+
+
+def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    for prefix in prefixes:
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return sub
+    return {}
+
+
+def _split_official(ckpt: Any, path: Path) -> tuple[dict, dict]:
+    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f'{path}: neither a packnet_ros checkpoint nor a packnet-sfm one '
+                              f'(no "state_dict" entry)')
+    depth = _strip(state, OFFICIAL_PREFIXES['depth'])
+    if not depth:
+        raise CheckpointError(f'{path}: state_dict has no depth network weights '
+                              f'(expected keys starting with {OFFICIAL_PREFIXES["depth"][0]!r})')
+    return depth, _strip(state, OFFICIAL_PREFIXES['pose'])
+
+
+def _is_ours(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get('format') == FORMAT
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu') -> dict[str, Any]:
+    """Read any supported checkpoint into a uniform dict.
+
+    Keys: 'metadata' (see read_metadata), 'depth_state', 'pose_state' (or None) and,
+    for our format, 'optimizer' (or None) and 'extra'.
+    """
+    path = Path(path)
+    ckpt = _torch_load(path, map_location)
+    if _is_ours(ckpt):
+        meta = {k: ckpt[k] for k in ('arch', 'version', 'width', 'nb_ref_imgs', 'input_size', 'step', 'created')}
+        meta['format'] = FORMAT
+        return {'metadata': meta, 'depth_state': ckpt['depth_net'], 'pose_state': ckpt.get('pose_net'),
+                'optimizer': ckpt.get('optimizer'), 'extra': ckpt.get('extra', {})}
+    depth, pose = _split_official(ckpt, path)
+    meta = infer_depth_spec(depth, path)
+    meta.update(format='packnet-sfm', input_size=None, created=None,
+                nb_ref_imgs=(pose['pose_pred.weight'].shape[0] // 6) if 'pose_pred.weight' in pose else None,
+                step=int(ckpt.get('global_step', 0)) if isinstance(ckpt.get('global_step', 0), int) else 0)
+    return {'metadata': meta, 'depth_state': depth, 'pose_state': pose or None, 'optimizer': None, 'extra': {}}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Architecture and training state of a checkpoint: at least 'arch', 'step', 'width', 'version'."""
+    return load_checkpoint(path)['metadata']
+
+
+def networks_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = '<memory>'
+                             ) -> tuple[PackNet, PoseNet | None]:
+    """Build and fill the networks described by a load_checkpoint() result (eval mode)."""
+    path = Path(path)
+    meta = ckpt['metadata']
+    depth_net = build_depth_net(meta['arch'], meta['version'], meta['width'])
+    _load_state(depth_net, ckpt['depth_state'], path, 'depth')
+    pose_net = None
+    if ckpt['pose_state']:
+        pose_net = PoseNet(nb_ref_imgs=meta['nb_ref_imgs'] or 2)
+        _load_state(pose_net, ckpt['pose_state'], path, 'pose')
+        pose_net.eval()
+    return depth_net.eval(), pose_net
+
+
+def load_networks(path: str | os.PathLike, map_location: Any = 'cpu') -> tuple[PackNet, PoseNet | None]:
+    """(depth_net, pose_net or None) from an official packnet-sfm `.ckpt` or one of ours."""
+    return networks_from_checkpoint(load_checkpoint(path, map_location), path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseNet | None = None, *,
+                    step: int = 0, input_size: tuple[int, int] | None = None,
+                    optimizer: dict | None = None, extra: dict | None = None) -> Path:
+    """Write our format atomically; the final name only ever holds a complete, verified file.
+
+    `optimizer` is an optimizer state_dict (for resuming training); `extra` plain data
+    such as loss values.
+    """
+    path = Path(path)
+    payload = {
+        'format': FORMAT,
+        'format_version': FORMAT_VERSION,
+        'arch': depth_net.arch,
+        'version': depth_net.version,
+        'width': depth_net.width,
+        'nb_ref_imgs': pose_net.nb_ref_imgs if pose_net is not None else None,
+        'input_size': list(input_size) if input_size else None,
+        'step': int(step),
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        'depth_net': {k: v.detach().cpu() for k, v in depth_net.state_dict().items()},
+        'pose_net': {k: v.detach().cpu() for k, v in pose_net.state_dict().items()} if pose_net else None,
+        'optimizer': optimizer,
+        'extra': extra or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        written = load_checkpoint(tmp)
+        if written['metadata']['step'] != payload['step'] or set(written['depth_state']) != set(payload['depth_net']):
+            raise CheckpointError(f'{tmp}: read-back differs from what was written')
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path

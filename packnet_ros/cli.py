@@ -1,0 +1,85 @@
+"""`packnet-ros` command line: offline tools around the core library."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from packnet_ros.checkpoints import CheckpointError
+from packnet_ros.data.kitti import KittiDrive, KittiError
+from packnet_ros.image import IMAGE_SUFFIXES, ImageError, colorize_depth, read_rgb
+
+
+def collect_inputs(source: Path, camera: int) -> list[Path]:
+    """An image file, a folder of images, or a KITTI drive folder -> image paths."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f'input {source} does not exist')
+    if KittiDrive.is_drive(source):
+        drive = KittiDrive(source, camera)
+        return [drive.image_path(f) for f in drive.frames]
+    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {source}')
+    return images
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from packnet_ros.inference import DepthEstimator
+
+    images = collect_inputs(Path(args.input), args.camera)
+    estimator = DepthEstimator.from_checkpoint(args.checkpoint, args.height, args.width, args.device,
+                                               precision=args.precision)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in images:
+        try:
+            rgb = read_rgb(path)
+            depth = estimator.infer(rgb)
+        except ImageError as exc:
+            print(f'skipped: {exc}', file=sys.stderr)
+            failed += 1
+            continue
+        if args.output_size == 'input':
+            depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
+        np.save(out / f'{path.stem}.npy', depth.astype(np.float32))
+        cv2.imwrite(str(out / f'{path.stem}_depth.png'), cv2.cvtColor(colorize_depth(depth), cv2.COLOR_RGB2BGR))
+        print(f'{path} -> {out / path.stem}.npy  depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} m')
+    print(f'{len(images) - failed} of {len(images)} images written to {out}')
+    return 1 if failed == len(images) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='packnet-ros', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+    infer = sub.add_parser('infer', help='depth for an image, a folder of images or a KITTI drive folder')
+    infer.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
+    infer.add_argument('input', help='image file, folder of images, or KITTI drive folder (*_sync)')
+    infer.add_argument('output', help='folder for <name>.npy (metres) and <name>_depth.png')
+    infer.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
+    infer.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
+    infer.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    infer.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    infer.add_argument('--camera', type=int, default=2, choices=(2, 3), help='KITTI camera for drive folders')
+    infer.add_argument('--output-size', default='network', choices=('network', 'input'),
+                       help='write depth at network resolution or resized to the input image')
+    infer.set_defaults(func=run_infer)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CheckpointError, KittiError, ImageError, FileNotFoundError, ValueError) as exc:
+        print(f'packnet-ros {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data sources: KITTI raw drives (and, later, synthetic drives and bags)."""

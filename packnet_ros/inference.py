@@ -1,0 +1,80 @@
+"""Depth inference: image in, metric depth out, on CPU or GPU."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from packnet_ros.checkpoints import load_checkpoint, networks_from_checkpoint
+from packnet_ros.image import check_network_size, to_tensor
+from packnet_ros.networks import PackNet
+
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+DEFAULT_SIZE = (192, 640)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks the first GPU when there is one; 'cuda' without a GPU is an error."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'device {name!r} requested but no CUDA GPU is available')
+    return device
+
+
+@dataclass
+class DepthEstimator:
+    """A depth network ready for inference at a fixed input size.
+
+    infer() takes RGB uint8 at any size and returns depth in metres at network
+    resolution (depth = 1 / inverse depth, clipped to [min_depth, max_depth]).
+    """
+
+    net: PackNet
+    height: int = DEFAULT_SIZE[0]
+    width: int = DEFAULT_SIZE[1]
+    device: torch.device = torch.device('cpu')
+    precision: str = 'fp32'
+    min_depth: float = 0.0
+    max_depth: float = float('inf')
+    identity: str = ''
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        check_network_size(self.height, self.width)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}')
+        self.net = self.net.to(self.device).eval()
+        if self.device.type == 'cuda':
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,
+                        device: str = 'cpu', **kwargs) -> 'DepthEstimator':
+        """Load weights; the input size defaults to the one the checkpoint was trained at."""
+        ckpt = load_checkpoint(path)
+        net, _ = networks_from_checkpoint(ckpt, path)
+        meta = ckpt['metadata']
+        trained = meta.get('input_size') or DEFAULT_SIZE
+        return cls(net, height or trained[0], width or trained[1], resolve_device(device),
+                   identity=f'{meta["arch"]}(width={meta["width"]:g}) {os.path.basename(path)}',
+                   step=meta.get('step', 0), **kwargs)
+
+    @torch.inference_mode()
+    def infer_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
+        """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32)."""
+        rgb = rgb.to(self.device, non_blocking=True)
+        if self.device.type == 'cuda':
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            inv_depth = self.net(rgb)
+        depth = 1.0 / inv_depth.float().clamp(min=1e-6)
+        return depth.clamp(self.min_depth, self.max_depth)
+
+    def infer(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""
+        return self.infer_tensor(to_tensor(rgb, self.height, self.width))[0, 0].cpu().numpy()

@@ -1,0 +1,88 @@
+"""Eigen/KITTI depth metrics, metric and median-scaled, plus the gt/pred scale ratio."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METRIC_NAMES = ('abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3')
+# Garg et al. (ECCV 2016) crop, as fractions of the KITTI image size.
+GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+
+
+def garg_mask(h: int, w: int) -> np.ndarray:
+    y1, y2, x1, x2 = GARG_CROP
+    mask = np.zeros((h, w), dtype=bool)
+    mask[int(y1 * h):int(y2 * h), int(x1 * w):int(x2 * w)] = True
+    return mask
+
+
+def resize_depth(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear (align_corners) resize of a depth map to the ground-truth size, as the original does."""
+    if pred.shape == tuple(shape):
+        return pred
+    t = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode='bilinear', align_corners=True)[0, 0].numpy()
+
+
+def _errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    thresh = np.maximum(gt / pred, pred / gt)
+    diff = gt - pred
+    return {
+        'abs_rel': float(np.mean(np.abs(diff) / gt)),
+        'sq_rel': float(np.mean(diff ** 2 / gt)),
+        'rmse': float(np.sqrt(np.mean(diff ** 2))),
+        'rmse_log': float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+        'a1': float(np.mean(thresh < 1.25)),
+        'a2': float(np.mean(thresh < 1.25 ** 2)),
+        'a3': float(np.mean(thresh < 1.25 ** 3)),
+    }
+
+
+def image_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0,
+                  crop: str | None = 'garg') -> dict | None:
+    """Metrics of one depth map pair [H,W] (metres; gt 0 or NaN = no return).
+
+    Returns {'metric': {...}, 'median_scaled': {...}, 'scale_ratio': median(gt)/median(pred),
+    'valid_pixels': n}, or None when no ground-truth pixel is valid.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = resize_depth(np.asarray(pred), gt.shape).astype(np.float64)
+    valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth) & np.isfinite(pred) & (pred > 0)
+    if crop == 'garg':
+        valid &= garg_mask(*gt.shape)
+    elif crop is not None:
+        raise ValueError(f'unknown crop {crop!r}; expected "garg" or None')
+    if not valid.any():
+        return None
+    gt, pred = gt[valid], pred[valid]
+    ratio = float(np.median(gt) / np.median(pred))
+    return {
+        'metric': _errors(gt, np.clip(pred, min_depth, max_depth)),
+        'median_scaled': _errors(gt, np.clip(pred * ratio, min_depth, max_depth)),
+        'scale_ratio': ratio,
+        'valid_pixels': int(valid.sum()),
+    }
+
+
+def mean_metrics(per_image: list[dict | None]) -> dict:
+    """Average of image_metrics results over the images that had valid ground truth."""
+    results = [r for r in per_image if r is not None]
+    if not results:
+        raise ValueError('no image had valid ground-truth depth')
+    return {
+        'metric': {k: float(np.mean([r['metric'][k] for r in results])) for k in METRIC_NAMES},
+        'median_scaled': {k: float(np.mean([r['median_scaled'][k] for r in results])) for k in METRIC_NAMES},
+        'scale_ratio': float(np.mean([r['scale_ratio'] for r in results])),
+        'images': len(results),
+    }
+
+
+def depth_metrics(gt: np.ndarray, pred: np.ndarray, **kwargs) -> dict:
+    """Metrics over a batch [N,H,W] (or one [H,W]) of ground-truth and predicted depth."""
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.ndim == 2:
+        gt, pred = gt[None], pred[None]
+    if len(gt) != len(pred):
+        raise ValueError(f'{len(gt)} ground-truth maps but {len(pred)} predictions')
+    return mean_metrics([image_metrics(g, p, **kwargs) for g, p in zip(gt, pred)])

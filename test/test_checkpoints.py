@@ -1,0 +1,140 @@
+"""Checkpoints: official packnet-sfm files load safely, our format round-trips atomically."""
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+from packnet_ros import checkpoints
+from packnet_ros.checkpoints import CheckpointError, load_networks, read_metadata, save_checkpoint
+from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
+from reference import deterministic_fill, load_fixture
+
+
+class Payload:
+    """Would run a shell command if unpickled by a plain unpickler."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def write_official(path, depth_net, pose_net, legacy=False, marker='/nonexistent/marker'):
+    """An official-style .ckpt: prefixed state_dict plus a pickled yacs-like config object
+    whose class (module 'yacs.config') exists only while writing."""
+    yacs, config = types.ModuleType('yacs'), types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.__dict__['__immutable__'] = True
+
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+    config.CfgNode = CfgNode
+    sys.modules.update({'yacs': yacs, 'yacs.config': config})
+    try:
+        state = {f'model.depth_net.{k}': v for k, v in depth_net.state_dict().items()}
+        if pose_net is not None:
+            state.update({f'model.pose_net.{k}': v for k, v in pose_net.state_dict().items()})
+        cfg = CfgNode({'model': CfgNode({'name': 'SelfSupModel', 'depth_net': CfgNode({'name': 'PackNetSlim01'})})})
+        torch.save({'config': cfg, 'state_dict': state, 'epoch': 50, 'payload': Payload(marker)}, path,
+                   _use_new_zipfile_serialization=not legacy)
+    finally:
+        del sys.modules['yacs'], sys.modules['yacs.config']
+
+
+@pytest.mark.parametrize('legacy', [False, True], ids=['zip', 'legacy'])
+def test_official_checkpoint_loads_without_its_classes_and_gives_parity(tmp_path, legacy):
+    fixture = load_fixture('parity_fixtures.pt')
+    marker = tmp_path / 'code_ran'
+    path = tmp_path / 'PackNetSlim01_official.ckpt'
+    write_official(path, deterministic_fill(PackNetSlim01()), deterministic_fill(PoseNet()), legacy, marker)
+    assert 'yacs' not in sys.modules
+
+    depth_net, pose_net = load_networks(path)
+
+    assert not marker.exists(), 'pickled code was executed'
+    assert isinstance(depth_net, PackNetSlim01) and not depth_net.training
+    with torch.no_grad():
+        out = depth_net(fixture['PackNetSlim01']['input'])
+        pose = pose_net(fixture['PoseNet']['target'], fixture['PoseNet']['context'])
+    assert (out - fixture['PackNetSlim01']['eval_inv_depth']).abs().max() < 1e-4
+    assert (pose - fixture['PoseNet']['pose_vec']).abs().max() < 1e-4
+    meta = read_metadata(path)
+    assert (meta['arch'], meta['version'], meta['width'], meta['format']) == ('PackNetSlim01', '1A', 1.0, 'packnet-sfm')
+
+
+def test_official_packnet01_depth_only(tmp_path):
+    fixture = load_fixture('parity_fixtures.pt')['PackNet01_small']
+    path = tmp_path / 'packnet01.ckpt'
+    write_official(path, deterministic_fill(PackNet01()), None)
+    depth_net, pose_net = load_networks(path)
+    assert isinstance(depth_net, PackNet01) and pose_net is None
+    with torch.no_grad():
+        assert (depth_net(fixture['input']) - fixture['eval_inv_depth']).abs().max() < 1e-4
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path):
+    depth_net, pose_net = PackNetSlim01(width=0.25), PoseNet()
+    optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=1e-3)
+    path = save_checkpoint(tmp_path / 'step10.ckpt', depth_net, pose_net, step=10, input_size=(96, 320),
+                           optimizer=optimizer.state_dict(), extra={'loss': 0.25})
+    meta = read_metadata(path)
+    assert meta['step'] == 10 and meta['arch'] == 'PackNetSlim01' and meta['width'] == 0.25
+    assert meta['input_size'] == [96, 320]
+    loaded, loaded_pose = load_networks(path)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), depth_net.eval()(x))
+    for k, v in pose_net.state_dict().items():
+        assert torch.equal(loaded_pose.state_dict()[k], v)
+    assert checkpoints.load_checkpoint(path)['optimizer']['param_groups'][0]['lr'] == 1e-3
+    assert [p.name for p in tmp_path.iterdir()] == ['step10.ckpt']  # no temp file left behind
+
+
+def test_truncated_and_missing_files_are_rejected_with_their_path(tmp_path):
+    path = save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25))
+    data = path.read_bytes()
+    for name, content in [('truncated.ckpt', data[:len(data) // 2]), ('empty.ckpt', b''),
+                          ('garbage.ckpt', b'not a checkpoint at all')]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=name):
+            load_networks(tmp_path / name)
+    with pytest.raises(CheckpointError, match='does not exist'):
+        load_networks(tmp_path / 'absent.ckpt')
+
+
+def test_mismatched_weights_name_the_keys(tmp_path):
+    path = tmp_path / 'mismatch.ckpt'
+    state = {f'model.depth_net.{k}': v for k, v in PackNetSlim01().state_dict().items()}
+    state['model.depth_net.conv2.0.conv3.weight'] = torch.zeros(64, 32, 3, 3)
+    del state['model.depth_net.disp1_layer.conv1.bias']
+    torch.save({'state_dict': state}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_networks(path)
+    message = str(err.value)
+    assert 'mismatch.ckpt' in message and 'disp1_layer.conv1.bias' in message
+    assert 'conv2.0.conv3.weight: file (64, 32, 3, 3) vs network (64, 32, 1, 1)' in message
+
+
+def test_not_a_packnet_state_dict(tmp_path):
+    path = tmp_path / 'other.ckpt'
+    torch.save({'state_dict': {'model.encoder.weight': torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match='no depth network weights'):
+        load_networks(path)
+
+
+def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / 'latest.ckpt', PackNetSlim01(width=0.25), step=1)
+
+    def crash(*args, **kwargs):
+        raise OSError('simulated power loss before rename')
+
+    monkeypatch.setattr(checkpoints.os, 'replace', crash)
+    with pytest.raises(OSError, match='power loss'):
+        save_checkpoint(path, PackNetSlim01(width=0.25), step=2)
+    assert read_metadata(path)['step'] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ['latest.ckpt']

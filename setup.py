@@ -26,6 +26,7 @@ setup(
     entry_points={
         'console_scripts': [
             'packnet-ros = packnet_ros.cli:main',
+            'depth_node = packnet_ros.nodes.depth_node:main',
         ],
     },
 )

@@ -77,4 +77,7 @@ class DepthEstimator:
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""
-        return self.infer_tensor(to_tensor(rgb, self.height, self.width))[0, 0].cpu().numpy()
+        batch = to_tensor(rgb, self.height, self.width)
+        if self.device.type == 'cuda':
+            batch = batch.pin_memory()  # lets the host->device copy run asynchronously
+        return self.infer_tensor(batch)[0, 0].cpu().numpy()

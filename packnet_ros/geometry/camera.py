@@ -4,17 +4,19 @@ Pixel centres are at integer coordinates (0..W-1), as in the original implementa
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def scale_intrinsics(K: torch.Tensor, x_scale: float, y_scale: float | None = None) -> torch.Tensor:
-    """Intrinsics [...,3,3] of an image resized by (x_scale, y_scale).
+def scale_intrinsics(K: torch.Tensor | np.ndarray, x_scale: float, y_scale: float | None = None):
+    """Intrinsics [...,3,3] (tensor or array, returned as the same type) of an image resized
+    by (x_scale, y_scale).
 
     The principal point moves with pixel *edges*, hence the half-pixel shift: a resize
     maps continuous coordinate u to (u + 0.5) * s - 0.5.
     """
     y_scale = x_scale if y_scale is None else y_scale
-    K = K.clone()
+    K = K.clone() if isinstance(K, torch.Tensor) else np.array(K, dtype=np.float64)
     K[..., 0, 0] *= x_scale
     K[..., 1, 1] *= y_scale
     K[..., 0, 2] = (K[..., 0, 2] + 0.5) * x_scale - 0.5

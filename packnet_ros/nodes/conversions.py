@@ -1,0 +1,168 @@
+"""sensor_msgs <-> numpy without cv_bridge.
+
+Incoming data is viewed with np.frombuffer (no copy) and only copied when a colour
+conversion or a row stride forces it. Outgoing arrays are handed to messages as
+array.array, which rclpy takes without the per-element checks a bytes/list would trigger.
+"""
+from __future__ import annotations
+
+import array
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+# encoding -> (channels, dtype, cv2 conversion to RGB or None)
+ENCODINGS: dict[str, tuple[int, np.dtype, int | None]] = {
+    'rgb8': (3, np.dtype(np.uint8), None),
+    'bgr8': (3, np.dtype(np.uint8), cv2.COLOR_BGR2RGB),
+    'rgba8': (4, np.dtype(np.uint8), cv2.COLOR_RGBA2RGB),
+    'bgra8': (4, np.dtype(np.uint8), cv2.COLOR_BGRA2RGB),
+    'mono8': (1, np.dtype(np.uint8), cv2.COLOR_GRAY2RGB),
+    'mono16': (1, np.dtype(np.uint16), cv2.COLOR_GRAY2RGB),
+    # OpenCV names Bayer patterns by the 2x2 block starting at pixel (1,1), so ROS
+    # 'rggb' is OpenCV 'BG'; the RGB conversions below give RGB output.
+    'bayer_rggb8': (1, np.dtype(np.uint8), cv2.COLOR_BayerBG2RGB),
+    'bayer_bggr8': (1, np.dtype(np.uint8), cv2.COLOR_BayerRG2RGB),
+    'bayer_gbrg8': (1, np.dtype(np.uint8), cv2.COLOR_BayerGR2RGB),
+    'bayer_grbg8': (1, np.dtype(np.uint8), cv2.COLOR_BayerGB2RGB),
+    'bayer_rggb16': (1, np.dtype(np.uint16), cv2.COLOR_BayerBG2RGB),
+    'bayer_bggr16': (1, np.dtype(np.uint16), cv2.COLOR_BayerRG2RGB),
+    'bayer_gbrg16': (1, np.dtype(np.uint16), cv2.COLOR_BayerGR2RGB),
+    'bayer_grbg16': (1, np.dtype(np.uint16), cv2.COLOR_BayerGB2RGB),
+}
+
+
+class ConversionError(ValueError):
+    """A message cannot be turned into an image (bad encoding, size or data)."""
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> RGB uint8 [H,W,3]. 16-bit data is scaled to 8 bits."""
+    if msg.encoding not in ENCODINGS:
+        raise ConversionError(f'unsupported encoding {msg.encoding!r}; supported: {", ".join(ENCODINGS)}')
+    channels, dtype, code = ENCODINGS[msg.encoding]
+    h, w = msg.height, msg.width
+    if h == 0 or w == 0:
+        raise ConversionError(f'image has zero size ({w}x{h})')
+    row_bytes = w * channels * dtype.itemsize
+    if msg.step < row_bytes:
+        raise ConversionError(f'step {msg.step} is smaller than width*channels*bytes = {row_bytes}')
+    if len(msg.data) < msg.step * h:
+        raise ConversionError(f'data has {len(msg.data)} bytes, expected step*height = {msg.step * h}')
+    buf = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * h).reshape(h, msg.step)[:, :row_bytes]
+    pixels = buf.view(dtype)
+    if dtype.itemsize > 1 and bool(msg.is_bigendian) == np.little_endian:
+        pixels = pixels.byteswap()
+    pixels = pixels.reshape(h, w, channels) if channels > 1 else pixels.reshape(h, w)
+    if dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if code is None:
+        return pixels
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 [H,W,3]."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ConversionError(f'cannot decode compressed image (format {msg.format!r}, {data.size} bytes)')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _as_array(data: np.ndarray) -> array.array:
+    out = array.array('B')
+    out.frombytes(np.ascontiguousarray(data).data.cast('B'))
+    return out
+
+
+def depth_to_image(depth: np.ndarray, header: Header) -> Image:
+    """float32 metres [H,W] -> sensor_msgs/Image 32FC1 (NaN = invalid, REP 118)."""
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    h, w = depth.shape
+    return Image(header=header, height=h, width=w, encoding='32FC1', is_bigendian=0,
+                 step=w * 4, data=_as_array(depth))
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
+    h, w = rgb.shape[:2]
+    return Image(header=header, height=h, width=w, encoding='rgb8', is_bigendian=0, step=w * 3,
+                 data=_as_array(rgb))
+
+
+def image_to_depth(msg: Image) -> np.ndarray:
+    """32FC1 sensor_msgs/Image -> float32 [H,W] (a view of the message data)."""
+    if msg.encoding != '32FC1':
+        raise ConversionError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
+    rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
+    return rows[:, :msg.width * 4].view(np.float32)
+
+
+def camera_matrix(info: CameraInfo) -> np.ndarray:
+    """3x3 intrinsics of the (rectified) image: P's left block when set, else K."""
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
+    K = P[:, :3] if P[0, 0] > 0 else np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if not (K[0, 0] > 0 and K[1, 1] > 0) or not np.all(np.isfinite(K)):
+        raise ConversionError(f'camera_info has invalid focal lengths fx={K[0, 0]}, fy={K[1, 1]}')
+    if info.width == 0 or info.height == 0:
+        raise ConversionError(f'camera_info has zero size ({info.width}x{info.height})')
+    return K
+
+
+def scaled_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: int) -> CameraInfo:
+    """CameraInfo for the same camera at another resolution (rectified, no distortion)."""
+    out = CameraInfo(header=info.header, width=width, height=height, distortion_model='plumb_bob')
+    out.d = [0.0] * 5
+    out.k = K.reshape(-1).tolist()
+    out.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    out.p = np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist()
+    return out
+
+
+@lru_cache(maxsize=8)
+def _rays(fx: float, fy: float, cx: float, cy: float, w: int, h: int, stride: int) -> np.ndarray:
+    u = np.arange(0, w, stride, dtype=np.float32)
+    v = np.arange(0, h, stride, dtype=np.float32)
+    rays = np.empty((len(v), len(u), 2), dtype=np.float32)
+    rays[..., 0] = ((u - cx) / fx)[None, :]
+    rays[..., 1] = ((v - cy) / fy)[:, None]
+    return rays
+
+
+POINT_FIELDS = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, count=1),
+                PointField(name='y', offset=4, datatype=PointField.FLOAT32, count=1),
+                PointField(name='z', offset=8, datatype=PointField.FLOAT32, count=1),
+                PointField(name='rgb', offset=12, datatype=PointField.FLOAT32, count=1)]
+
+
+def depth_to_points(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Organised XYZ + packed RGB [h,w,4] float32 in the optical frame (x right, y down, z forward).
+
+    depth [H,W] metres (NaN invalid) with intrinsics K at that resolution; rgb [H,W,3] uint8.
+    The rgb channel holds 0x00RRGGBB reinterpreted as float32 (the PCL convention rviz reads).
+    """
+    h, w = depth.shape
+    rays = _rays(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), w, h, stride)
+    d = depth[::stride, ::stride]
+    points = np.empty(d.shape + (4,), dtype=np.float32)
+    np.multiply(rays[..., 0], d, out=points[..., 0])
+    np.multiply(rays[..., 1], d, out=points[..., 1])
+    points[..., 2] = d
+    c = rgb[::stride, ::stride].astype(np.uint32)
+    points[..., 3] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
+    return points
+
+
+def points_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
+    """Organised [h,w,4] float32 (x, y, z, rgb) -> sensor_msgs/PointCloud2."""
+    h, w, _ = points.shape
+    return PointCloud2(header=header, height=h, width=w, fields=POINT_FIELDS, is_bigendian=False,
+                       point_step=16, row_step=16 * w, is_dense=False, data=_as_array(points))
+
+
+def cloud_to_points(msg: PointCloud2) -> np.ndarray:
+    """Inverse of points_to_cloud (for tests and tools)."""
+    return np.frombuffer(msg.data, dtype=np.float32).reshape(msg.height, msg.width, 4)

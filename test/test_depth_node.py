@@ -1,0 +1,197 @@
+"""depth_node as a real process over Fast DDS, fed KITTI_tiny frames."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.image import read_rgb
+from packnet_ros.inference import DepthEstimator
+from packnet_ros.networks import PackNetSlim01
+from packnet_ros.nodes.conversions import cloud_to_points, image_to_depth
+from reference import KITTI_DRIVE, require
+from ros_helpers import REPO, Probe, start_node, stop_node
+
+FRAME_ID = 'camera_color_left'
+SIZE = (64, 192)
+
+
+def make_checkpoint(path, seed):
+    torch.manual_seed(seed)
+    return save_checkpoint(path, PackNetSlim01(width=0.25), input_size=SIZE, step=seed)
+
+
+def to_msg(rgb, stamp, encoding='rgb8'):
+    data = {'rgb8': rgb, 'bgr8': rgb[..., ::-1], 'mono8': cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)}[encoding]
+    data = np.ascontiguousarray(data)
+    channels = 1 if data.ndim == 2 else 3
+    return Image(header=Header(stamp=Time(sec=stamp), frame_id=FRAME_ID), height=data.shape[0],
+                 width=data.shape[1], encoding=encoding, step=data.shape[1] * channels, data=data.tobytes())
+
+
+class DepthClient:
+    def __init__(self, probe):
+        self.probe = probe
+        node = probe.node
+        self.depth, self.points, self.infos, self.diags = {}, {}, {}, []
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_image = node.create_publisher(Image, 'image', reliable)
+        self.pub_info = node.create_publisher(CameraInfo, 'camera_info', reliable)
+        self.pub_ckpt = node.create_publisher(String, 'checkpoint', 10)
+        node.create_subscription(Image, 'depth', lambda m: self.depth.__setitem__(m.header.stamp.sec, m), reliable)
+        node.create_subscription(PointCloud2, 'points', lambda m: self.points.__setitem__(m.header.stamp.sec, m),
+                                 reliable)
+        node.create_subscription(CameraInfo, 'depth/camera_info',
+                                 lambda m: self.infos.__setitem__(m.header.stamp.sec, m), reliable)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
+
+    def send(self, rgb, stamp, encoding='rgb8', timeout=30.0):
+        self.pub_image.publish(to_msg(rgb, stamp, encoding))
+        return self.probe.wait_for(lambda: self.depth.get(stamp), timeout, f'depth for stamp {stamp}')
+
+
+@pytest.fixture(scope='module')
+def kitti():
+    drive = KittiDrive(require(KITTI_DRIVE))
+    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
+
+
+@pytest.fixture(scope='module')
+def session(tmp_path_factory, kitti):
+    tmp = tmp_path_factory.mktemp('depth_node')
+    ckpt_a, ckpt_b = make_checkpoint(tmp / 'a.ckpt', 1), make_checkpoint(tmp / 'b.ckpt', 2)
+    params = tmp / 'depth.yaml'
+    shutil.copy(REPO / 'config' / 'depth.yaml', params)
+    proc = start_node('depth_node', params, {'checkpoint': str(ckpt_a), 'device': 'cpu',
+                                             'qos_reliability': 'reliable', 'qos_depth': 10}, tmp / 'node.log')
+    probe = Probe('depth_node_test')
+    client = DepthClient(probe)
+    try:
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0
+                       and client.pub_ckpt.get_subscription_count() > 0, 60, 'depth_node to come up')
+        drive, _ = kitti
+        K = drive.intrinsics()
+        info = CameraInfo(header=Header(frame_id=FRAME_ID), width=1242, height=375)
+        info.k = K.reshape(-1).tolist()
+        info.p = np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist()
+        client.info_msg = info
+        client.pub_info.publish(info)
+        probe.wait_for(lambda: client.pub_info.get_subscription_count() > 0, 10, 'camera_info subscription')
+        yield client, proc, ckpt_a, ckpt_b, tmp
+    finally:
+        probe.close()
+        stop_node(proc)
+        print((tmp / 'node.log').read_text())
+
+
+def test_depth_and_points_for_every_frame(session, kitti):
+    client, proc, ckpt_a, _, _ = session
+    drive, frames = kitti
+    estimator = DepthEstimator.from_checkpoint(ckpt_a)
+    K = scale_intrinsics(drive.intrinsics(), SIZE[1] / 1242, SIZE[0] / 375)
+    for stamp, rgb in enumerate(frames, start=1):
+        client.pub_info.publish(client.info_msg)
+        depth_msg = client.send(rgb, stamp)
+        cloud = client.probe.wait_for(lambda: client.points.get(stamp), 10, 'points')
+        for msg in (depth_msg, cloud, client.infos[stamp]):
+            assert (msg.header.stamp.sec, msg.header.frame_id) == (stamp, FRAME_ID)
+        assert depth_msg.encoding == '32FC1' and (depth_msg.height, depth_msg.width) == SIZE
+        depth = image_to_depth(depth_msg)
+        net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
+        expected = estimator.infer(net_rgb)
+        expected[(expected < 0.5) | (expected > 80)] = np.nan
+        np.testing.assert_allclose(depth, expected, rtol=1e-5, equal_nan=True)
+
+        points = cloud_to_points(cloud)
+        assert (cloud.height, cloud.width) == SIZE and [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb']
+        v, u = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+        np.testing.assert_allclose(points[..., 2], depth, equal_nan=True)
+        np.testing.assert_allclose(points[..., 0], (u - K[0, 2]) / K[0, 0] * depth, rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        np.testing.assert_allclose(points[..., 1], (v - K[1, 2]) / K[1, 1] * depth, rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+        packed = points[..., 3].view(np.uint32)
+        np.testing.assert_array_equal((packed >> 16) & 255, net_rgb[..., 0])
+        np.testing.assert_array_equal(packed & 255, net_rgb[..., 2])
+        np.testing.assert_allclose(np.array(client.infos[stamp].k).reshape(3, 3), K, rtol=1e-9)
+    assert proc.poll() is None
+
+
+def test_other_encodings_give_the_same_depth(session, kitti):
+    client = session[0]
+    rgb = kitti[1][2]
+    reference = image_to_depth(client.send(rgb, 100))
+    np.testing.assert_array_equal(image_to_depth(client.send(rgb, 101, 'bgr8')), reference)
+    mono = image_to_depth(client.send(rgb, 102, 'mono8'))
+    assert mono.shape == reference.shape and not np.array_equal(mono, reference)
+
+
+def diagnostic(client, key):
+    values = [kv.value for d in client.diags[-1:] for kv in d.status[0].values if kv.key == key]
+    return int(values[0]) if values else None
+
+
+def wait_for_count(client, key, above):
+    client.probe.wait_for(lambda: (diagnostic(client, key) or 0) > above, 10, f'{key} > {above}')
+
+
+def test_malformed_messages_are_survived(session, kitti):
+    client, proc, *_ = session
+    rgb = kitti[1][0]
+    bad = [
+        to_msg(rgb, 200),
+        Image(header=Header(stamp=Time(sec=201)), height=0, width=0, encoding='rgb8', step=0),
+        to_msg(rgb, 202),
+    ]
+    bad[0].encoding = 'yuv422_weird'
+    bad[2].data = bad[2].data[:1000]
+    wait_for_count(client, 'processed', 0)
+    for msg in bad:  # one at a time, so latest-wins does not merge them
+        errors = diagnostic(client, 'errors')
+        client.pub_image.publish(msg)
+        wait_for_count(client, 'errors', errors)
+    rejected = diagnostic(client, 'camera_info_rejected')
+    client.pub_info.publish(CameraInfo(header=Header(frame_id=FRAME_ID), width=1242, height=375))
+    wait_for_count(client, 'camera_info_rejected', rejected)  # zero focal length: previous info kept
+    client.send(rgb, 203)
+    client.probe.wait_for(lambda: client.points.get(203), 10, 'points after malformed input')
+    assert not {200, 201, 202} & set(client.depth)
+    assert proc.poll() is None
+
+
+def test_new_checkpoint_changes_output(session, kitti):
+    client, _, ckpt_a, ckpt_b, _ = session
+    rgb = kitti[1][1]
+    before = image_to_depth(client.send(rgb, 300)).copy()
+    client.pub_ckpt.publish(String(data=str(ckpt_b)))
+    expected = DepthEstimator.from_checkpoint(ckpt_b).infer(
+        cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA))
+    expected[(expected < 0.5) | (expected > 80)] = np.nan
+    for stamp in range(301, 360):
+        after = image_to_depth(client.send(rgb, stamp))
+        if not np.allclose(after, before, equal_nan=True):
+            break
+    np.testing.assert_allclose(after, expected, rtol=1e-5, equal_nan=True)
+    client.pub_ckpt.publish(String(data=str(ckpt_b.parent / 'does_not_exist.ckpt')))
+    stamp_after_bad = 400
+    for stamp in range(stamp_after_bad, stamp_after_bad + 5):  # bad path: old weights keep serving
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, stamp)), expected, rtol=1e-5, equal_nan=True)
+
+
+def test_diagnostics_report_model_and_counts(session):
+    client = session[0]
+    diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and
+                                          any(kv.key == 'processed' and int(kv.value) > 0
+                                              for kv in d.status[0].values)], 10, 'diagnostics')[-1]
+    values = {kv.key: kv.value for kv in diag.status[0].values}
+    assert 'PackNetSlim01' in values['model'] and values['device'] == 'cpu'
+    assert int(values['dropped']) >= 0 and float(values['latency_ms_p95']) > 0

@@ -21,3 +21,6 @@ test: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+bench: setup
+	$(PY) benchmarks/bench_depth.py --out bench_out/depth.json

@@ -91,7 +91,8 @@ class DepthNode(Node):
         self.pending_lock = threading.Lock()
         self.camera_info: CameraInfo | None = None
         self.frames = LatestFrame()
-        self.stats = {'processed': 0, 'errors': 0, 'camera_info_rejected': 0, 'latency_ms': deque(maxlen=100), 'times': deque(maxlen=100)}
+        self.stats = {'processed': 0, 'errors': 0, 'camera_info_rejected': 0, 'latency_ms': deque(maxlen=100), 'inference_ms': deque(maxlen=100),
+                      'times': deque(maxlen=100)}
         self._warned_no_info = False
         self._running = True
 
@@ -206,7 +207,9 @@ class DepthNode(Node):
         rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         est = self.estimator
         net_rgb = cv2.resize(rgb, (est.width, est.height), interpolation=cv2.INTER_AREA)
+        started = time.monotonic()
         depth = est.infer(net_rgb)
+        self.stats['inference_ms'].append(1000 * (time.monotonic() - started))
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
             colour = rgb
@@ -247,13 +250,14 @@ class DepthNode(Node):
     # ---------------------------------------------------------------- health
 
     def publish_diagnostics(self) -> None:
-        times, latency = list(self.stats['times']), list(self.stats['latency_ms'])
+        times, latency, inference = (list(self.stats[k]) for k in ('times', 'latency_ms', 'inference_ms'))
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
         est = self.estimator
         values = {
             'rate_hz': f'{rate:.2f}',
             'latency_ms_mean': f'{np.mean(latency):.1f}' if latency else 'nan',
             'latency_ms_p95': f'{np.percentile(latency, 95):.1f}' if latency else 'nan',
+            'inference_ms_p50': f'{np.median(inference):.1f}' if inference else 'nan',
             'processed': str(self.stats['processed']),
             'dropped': str(self.frames.dropped),
             'errors': str(self.stats['errors']),

@@ -1,0 +1,109 @@
+"""Message <-> array conversions of the ROS adapters."""
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from packnet_ros.nodes.conversions import (
+    ConversionError, camera_matrix, cloud_to_points, compressed_to_rgb, depth_to_image, depth_to_points,
+    image_to_depth, image_to_rgb, points_to_cloud)
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+
+
+def msg(data, encoding, step=None, bigendian=False):
+    h, w = data.shape[:2]
+    row = data.reshape(h, -1).view(np.uint8)
+    step = step or row.shape[1]
+    padded = np.zeros((h, step), np.uint8)
+    padded[:, :row.shape[1]] = row
+    return Image(height=h, width=w, encoding=encoding, step=step, is_bigendian=bigendian, data=padded.tobytes())
+
+
+@pytest.mark.parametrize('encoding,data', [
+    ('rgb8', RGB), ('bgr8', RGB[..., ::-1]),
+    ('rgba8', np.dstack([RGB, np.full(RGB.shape[:2], 7, np.uint8)])),
+    ('bgra8', np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 7, np.uint8)])),
+])
+def test_colour_encodings_give_rgb(encoding, data):
+    np.testing.assert_array_equal(image_to_rgb(msg(np.ascontiguousarray(data), encoding)), RGB)
+
+
+def test_row_padding_is_ignored():
+    np.testing.assert_array_equal(image_to_rgb(msg(RGB, 'rgb8', step=8 * 3 + 5)), RGB)
+
+
+def test_mono_encodings():
+    gray = RGB[..., 0]
+    out = image_to_rgb(msg(gray, 'mono8'))
+    assert out.shape == (6, 8, 3) and np.array_equal(out[..., 1], gray)
+    wide = gray.astype(np.uint16) << 8 | 0x55
+    np.testing.assert_array_equal(image_to_rgb(msg(wide, 'mono16'))[..., 0], gray)
+    np.testing.assert_array_equal(image_to_rgb(msg(wide.byteswap(), 'mono16', bigendian=True))[..., 0], gray)
+
+
+def test_bayer_rggb_demosaics_a_flat_colour():
+    # A flat colour sampled on an RGGB mosaic must come back as that colour.
+    colour = (200, 100, 50)
+    mosaic = np.empty((8, 8), np.uint8)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = colour[0], colour[1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = colour[1], colour[2]
+    out = image_to_rgb(msg(mosaic, 'bayer_rggb8'))
+    np.testing.assert_array_equal(out[2:-2, 2:-2].reshape(-1, 3), np.tile(colour, (16, 1)))
+    bggr = image_to_rgb(msg(mosaic, 'bayer_bggr8'))
+    assert tuple(bggr[3, 3]) == colour[::-1]
+
+
+@pytest.mark.parametrize('mutate,match', [
+    (lambda m: setattr(m, 'encoding', '8UC3'), 'unsupported encoding'),
+    (lambda m: setattr(m, 'data', m.data[:-1]), 'expected step\\*height'),
+    (lambda m: setattr(m, 'step', 3), 'step 3 is smaller'),
+    (lambda m: (setattr(m, 'height', 0), setattr(m, 'width', 0)), 'zero size'),
+])
+def test_bad_images_raise_clear_errors(mutate, match):
+    m = msg(RGB, 'rgb8')
+    mutate(m)
+    with pytest.raises(ConversionError, match=match):
+        image_to_rgb(m)
+
+
+def test_compressed_png_and_garbage():
+    ok, png = cv2.imencode('.png', RGB[..., ::-1])
+    np.testing.assert_array_equal(compressed_to_rgb(CompressedImage(format='png', data=png.tobytes())), RGB)
+    with pytest.raises(ConversionError, match='cannot decode'):
+        compressed_to_rgb(CompressedImage(format='jpeg', data=b'\xff\xd8 not a jpeg'))
+
+
+def test_depth_image_round_trip_keeps_nan():
+    depth = RNG.uniform(1, 50, size=(4, 5)).astype(np.float32)
+    depth[1, 2] = np.nan
+    m = depth_to_image(depth, Header(frame_id='cam'))
+    assert (m.encoding, m.step, m.header.frame_id) == ('32FC1', 20, 'cam')
+    np.testing.assert_array_equal(image_to_depth(m), depth)
+
+
+def test_points_are_back_projected_depth_with_packed_colour():
+    K = np.array([[10.0, 0, 3.5], [0, 12.0, 2.0], [0, 0, 1]])
+    depth = RNG.uniform(1, 5, size=(6, 8)).astype(np.float32)
+    depth[0, 0] = np.nan
+    points = cloud_to_points(points_to_cloud(depth_to_points(depth, RGB, K), Header()))
+    v, u = 4, 6
+    d = depth[v, u]
+    np.testing.assert_allclose(points[v, u, :3], [(u - 3.5) / 10 * d, (v - 2.0) / 12 * d, d], rtol=1e-6)
+    r, g, b = RGB[v, u]
+    assert points[v, u, 3:].view(np.uint32)[0] == (int(r) << 16) | (int(g) << 8) | int(b)
+    assert np.isnan(points[0, 0, :3]).all()
+    strided = depth_to_points(depth, RGB, K, stride=2)
+    assert strided.shape == (3, 4, 4) and strided[2, 3, 2] == depth[4, 6]
+
+
+def test_camera_matrix_prefers_rectified_projection():
+    info = CameraInfo(width=8, height=6)
+    info.k = [5.0, 0, 4, 0, 5, 3, 0, 0, 1]
+    assert camera_matrix(info)[0, 0] == 5.0
+    info.p = [7.0, 0, 4, 0, 0, 7, 3, 0, 0, 0, 1, 0]
+    assert camera_matrix(info)[0, 0] == 7.0
+    with pytest.raises(ConversionError, match='focal'):
+        camera_matrix(CameraInfo(width=8, height=6))

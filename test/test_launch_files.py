@@ -1,0 +1,65 @@
+"""Launch and config files: what they reference exists and matches the nodes.
+
+The launch files need `launch`/`launch_ros` (not on PyPI), so here they are checked
+statically; test_depth_launch.py runs them where launch_testing is installed.
+"""
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import yaml
+
+from packnet_ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def console_scripts():
+    tree = ast.parse((REPO / 'setup.py').read_text())
+    scripts = next(node for node in ast.walk(tree) if isinstance(node, ast.Dict)
+                   and any(getattr(k, 'value', None) == 'console_scripts' for k in node.keys))
+    entries = ast.literal_eval(scripts.values[0])
+    return {e.split('=')[0].strip(): e.split('=')[1].strip() for e in entries}
+
+
+def test_launch_executables_are_console_scripts():
+    scripts = console_scripts()
+    for launch_file in (REPO / 'launch').glob('*.launch.py'):
+        source = launch_file.read_text()
+        ast.parse(source)
+        for executable in re.findall(r"package='packnet_ros', executable='(\w+)'", source):
+            assert executable in scripts, f'{launch_file.name} starts unknown executable {executable}'
+        for config in re.findall(r"'config', '([\w.]+)'", source):
+            assert (REPO / 'config' / config).is_file(), f'{launch_file.name} references missing config/{config}'
+
+
+def test_entry_points_resolve():
+    import importlib
+    for name, target in console_scripts().items():
+        module, func = target.split(':')
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_depth_params_file_declares_exactly_the_node_parameters():
+    params = yaml.safe_load((REPO / 'config' / 'depth.yaml').read_text())['/**']['ros__parameters']
+    assert set(params) == set(DEPTH_PARAMETERS)
+    for name, value in params.items():
+        default = DEPTH_PARAMETERS[name][0]
+        assert type(value) is type(default), f'{name}: {value!r} is not a {type(default).__name__}'
+
+
+def test_rviz_config_shows_depth_and_cloud():
+    displays = yaml.safe_load((REPO / 'config' / 'packnet.rviz').read_text())['Visualization Manager']['Displays']
+    classes = {d['Class'] for d in displays}
+    assert {'rviz_default_plugins/Image', 'rviz_default_plugins/PointCloud2'} <= classes
+
+
+def test_package_xml_declares_runtime_and_test_dependencies():
+    root = ET.parse(REPO / 'package.xml').getroot()
+    assert root.get('format') == '3' and root.findtext('name') == 'packnet_ros'
+    exec_deps = {e.text for e in root.findall('exec_depend')}
+    assert {'rclpy', 'sensor_msgs', 'nav_msgs', 'geometry_msgs', 'std_msgs', 'diagnostic_msgs'} <= exec_deps
+    assert {'launch_testing', 'launch_testing_ros'} <= {e.text for e in root.findall('test_depend')}
+    assert root.find('export/build_type').text == 'ament_python'
+    assert (REPO / 'resource' / 'packnet_ros').is_file()

@@ -1,0 +1,77 @@
+"""One optimisation step of PackNet-SfM: photometric + smoothness + velocity loss."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from packnet_ros.geometry import pose_vec_to_mat
+from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
+from packnet_ros.networks import PackNet, PoseNet
+from packnet_ros.training.accumulator import Triplet
+
+
+def triplets_to_batch(triplets: list[Triplet], device: torch.device):
+    """-> target [B,3,h,w], context 2 x [B,3,h,w] in [0,1], distances [B,2]."""
+    images = torch.from_numpy(np.stack([t.images for t in triplets])).to(device)  # [B,3,h,w,3]
+    images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    distances = torch.from_numpy(np.stack([t.distances for t in triplets])).to(device)
+    return images[:, 1], [images[:, 0], images[:, 2]], distances
+
+
+class Trainer:
+    """Adam over depth and pose networks. K is the intrinsics at the training resolution."""
+
+    def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, lr: float = 2e-4,
+                 velocity_weight: float = 0.1, device: torch.device = torch.device('cpu'),
+                 loss: SelfSupervisedLoss | None = None):
+        self.device = device
+        self.depth_net = depth_net.to(device)
+        self.pose_net = pose_net.to(device)
+        self.K = torch.as_tensor(K, dtype=torch.float32, device=device)
+        self.velocity_weight = velocity_weight
+        self.loss = loss or SelfSupervisedLoss()
+        self.optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=lr)
+        self.step_count = 0
+        self.skipped_nonfinite = 0
+
+    def losses(self, triplets: list[Triplet]) -> dict[str, torch.Tensor]:
+        target, context, distances = triplets_to_batch(triplets, self.device)
+        inv_depths = self.depth_net(target)
+        if isinstance(inv_depths, torch.Tensor):  # eval mode: a single scale
+            inv_depths = [inv_depths]
+        # As the original: every scale is upsampled to full resolution before the loss.
+        inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') for d in inv_depths]
+        pose_vecs = self.pose_net(target, context)
+        poses = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
+        K = self.K.expand(target.shape[0], 3, 3)
+        out = self.loss(target, context, inv_depths, K, poses)
+        out['velocity'] = velocity_loss(poses, distances)
+        out['loss'] = out['loss'] + self.velocity_weight * out['velocity']
+        out['scale'] = torch.stack([p[:, :3, 3].norm(dim=-1) for p in poses], 1).mean() / distances.mean()
+        return out
+
+    def step(self, triplets: list[Triplet]) -> dict[str, float] | None:
+        """One optimisation step; None (and nothing changed) if the loss is not finite."""
+        self.depth_net.train()
+        self.pose_net.train()
+        out = self.losses(triplets)
+        if not torch.isfinite(out['loss']):
+            self.skipped_nonfinite += 1
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        out['loss'].backward()
+        self.optimizer.step()
+        self.step_count += 1
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    @torch.no_grad()
+    def evaluate(self, triplets: list[Triplet]) -> float:
+        """Mean total loss on held-out triplets (train-mode networks, no update)."""
+        if not triplets:
+            return math.nan
+        self.depth_net.train()
+        self.pose_net.train()
+        return float(self.losses(triplets)['loss'])

@@ -1,0 +1,165 @@
+"""Training core: triplet accumulation from streams, replay buffer bounds, trainer step."""
+import numpy as np
+import pytest
+import torch
+
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.image import read_rgb
+from packnet_ros.networks import PackNetSlim01, PoseNet
+from packnet_ros.training import ReplayBuffer, SpeedTrack, Trainer, Triplet, TripletAccumulator
+from reference import KITTI_DRIVE, require
+
+H, W = 32, 64
+
+
+def frame(value=0):
+    return np.full((H, W, 3), value, np.uint8)
+
+
+def stream(acc, frame_stamps, speed_fn, odom_stamps):
+    """Interleave odometry and frames by time, as they would arrive; all emitted triplets."""
+    events = [(t, 'odom') for t in odom_stamps] + [(t, 'frame') for t in frame_stamps]
+    out = []
+    for t, kind in sorted(events, key=lambda e: (e[0], e[1] == 'frame')):
+        if kind == 'odom':
+            out += acc.add_speed(t, speed_fn(t))
+        else:
+            out += acc.add_frame(t, frame(int(t * 10) % 255))
+    return out
+
+
+def test_distance_is_the_exact_integral_between_stamps():
+    # v(t) = 2 + 3t sampled at 50 Hz, frames at 10 Hz with jitter: distance t0->t1 = 2dt + 1.5(t1^2 - t0^2)
+    acc = TripletAccumulator(H, W)
+    frames = [0.1, 0.203, 0.297, 0.41]
+    triplets = stream(acc, frames, lambda t: 2 + 3 * t, np.arange(0, 0.6, 0.02))
+    assert len(triplets) == 2
+    for triplet, (a, b, c) in zip(triplets, [frames[0:3], frames[1:4]]):
+        exact = [2 * (b - a) + 1.5 * (b ** 2 - a ** 2), 2 * (c - b) + 1.5 * (c ** 2 - b ** 2)]
+        np.testing.assert_allclose(triplet.distances, exact, rtol=1e-6)
+        assert triplet.stamp == b and triplet.images.shape == (3, H, W, 3)
+
+
+def test_downsizes_and_strides():
+    acc = TripletAccumulator(H, W, stride=2)
+    stamps = np.arange(0, 1.0, 0.1)
+    for t in np.arange(0, 1.2, 0.02):
+        acc.add_speed(t, 5.0)
+    first = next(t for s in stamps for t in acc.add_frame(s, np.zeros((4 * H, 4 * W, 3), np.uint8)))
+    assert first.images.shape == (3, H, W, 3)
+    np.testing.assert_allclose(first.distances, [1.0, 1.0], rtol=1e-6)  # 0.2 s at 5 m/s
+
+
+@pytest.mark.parametrize('case,reason', [
+    ('static', 'static'), ('no_odom', 'no_speed'), ('stale', 'stale_speed'), ('nan', 'invalid_speed'),
+    ('negative', 'invalid_speed'), ('gap', 'gap')])
+def test_unusable_triplets_are_skipped_with_their_reason(case, reason):
+    acc = TripletAccumulator(H, W, min_distance=0.2, max_frame_gap=0.5)
+    frames = [0.1, 0.2, 0.3, 0.4]
+    speed, odom = (lambda t: 10.0), np.arange(0, 0.6, 0.02)
+    if case == 'static':
+        speed = lambda t: 0.5  # 5 cm per frame
+    elif case == 'no_odom':
+        odom = []
+        frames = frames + [0.5, 0.6, 0.9, 1.2]  # long enough for waiting candidates to expire
+    elif case == 'stale':
+        odom = np.arange(0, 0.25, 0.02)  # odometry stopped arriving
+        frames = frames + [0.5, 0.6, 0.9, 1.2]
+    elif case == 'nan':
+        speed = lambda t: float('nan')
+    elif case == 'negative':
+        speed = lambda t: -3.0
+    elif case == 'gap':
+        frames = [0.1, 0.2, 1.5, 1.6]
+        odom = np.arange(0, 1.8, 0.02)
+    out = stream(acc, frames, speed, odom)
+    assert acc.skipped[reason] > 0, dict(acc.skipped)
+    assert not out
+
+
+def test_looping_bag_restarts_accumulation():
+    acc = TripletAccumulator(H, W)
+    emitted = []
+    for loop in range(2):  # the same 0.0 .. 0.5 s recording played twice
+        for t in np.arange(0, 0.5, 0.02):
+            emitted += acc.add_speed(t, 10.0)
+            if round(t * 50) % 5 == 0:
+                emitted += acc.add_frame(t, frame())
+    assert acc.skipped['time_backwards'] == 2  # once for odometry, once for frames
+    assert len(emitted) == 2 * 3  # frames 0.0..0.4 -> 3 triplets per loop, none across the jump
+    assert all(np.allclose(t.distances, 1.0) for t in emitted)
+
+
+def test_speed_track_resets_when_time_goes_backwards():
+    track = SpeedTrack()
+    for t in (1.0, 1.1, 1.2):
+        track.add(t, 4.0)
+    assert track.add(0.5, 4.0) == 'time_backwards'
+    assert list(track.samples) == [(0.5, 4.0)]
+    assert track.distance(1.0, 1.1) == (None, 'pending')
+
+
+def test_replay_buffer_respects_count_and_byte_bounds():
+    def triplet(i):
+        return Triplet(np.full((3, H, W, 3), i, np.uint8), np.ones(2, np.float32), float(i))
+    size = triplet(0).nbytes
+    buf = ReplayBuffer(max_triplets=10, max_bytes=int(3.5 * size), seed=0)
+    for i in range(20):
+        buf.add(triplet(i))
+        assert len(buf) <= 3 and buf.nbytes <= 3.5 * size
+    assert [t.stamp for t in buf.items] == [17.0, 18.0, 19.0]
+    assert {t.stamp for t in buf.sample(5)} == {17.0, 18.0, 19.0}
+    with pytest.raises(ValueError, match='exceeds'):
+        ReplayBuffer(10, size - 1).add(triplet(0))
+
+
+def kitti_triplets(height=64, width=192):
+    drive = KittiDrive(require(KITTI_DRIVE))
+    acc = TripletAccumulator(height, width)
+    for packet in drive.oxts():
+        acc.add_speed(packet.stamp, packet.speed)
+    triplets = [t for s, f in zip(drive.stamps(), drive.frames) for t in acc.add_frame(s, read_rgb(drive.image_path(f)))]
+    K = scale_intrinsics(drive.intrinsics(), width / 1242, height / 375)
+    return triplets, K
+
+
+def gps_positions(drive):
+    """Metric positions from OXTS latitude/longitude (Mercator, as KITTI's devkit does)."""
+    lat = np.radians([p.values['lat'] for p in drive.oxts()])
+    lon = np.radians([p.values['lon'] for p in drive.oxts()])
+    scale = 6378137.0 * np.cos(lat[0])
+    return np.stack([scale * lon, scale * np.log(np.tan(np.pi / 4 + lat / 2))], 1)
+
+
+def test_kitti_distances_agree_with_gps():
+    triplets, _ = kitti_triplets()
+    # 7 frames, but OXTS starts after camera frame 0, so only frames 2..5 can be targets
+    assert len(triplets) == 4
+    drive = KittiDrive(KITTI_DRIVE)
+    steps = np.linalg.norm(np.diff(gps_positions(drive), axis=0), axis=1)
+    integrated = np.array([t.distances.sum() for t in triplets])
+    gps = np.array([steps[i - 1] + steps[i] for i in range(2, 6)])
+    np.testing.assert_allclose(integrated, gps, rtol=0.03)
+
+
+def test_trainer_step_updates_and_reduces_loss_on_repeated_batch():
+    torch.manual_seed(0)
+    triplets, K = kitti_triplets()
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3)
+    first = trainer.step(triplets)
+    assert first is not None and set(first) >= {'loss', 'photometric', 'smoothness', 'velocity', 'scale'}
+    for _ in range(14):
+        last = trainer.step(triplets)
+    assert trainer.step_count == 15
+    assert last['loss'] < first['loss']
+    assert last['velocity'] < first['velocity']  # the translation norm moves towards 0.87 m
+
+
+def test_nonfinite_loss_skips_the_step():
+    triplets, K = kitti_triplets()
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K)
+    before = {k: v.clone() for k, v in trainer.depth_net.state_dict().items()}
+    bad = [Triplet(t.images, np.array([np.nan, 1.0], np.float32), t.stamp) for t in triplets]
+    assert trainer.step(bad) is None and trainer.skipped_nonfinite == 1 and trainer.step_count == 0
+    assert all(torch.equal(before[k], v) for k, v in trainer.depth_net.state_dict().items())

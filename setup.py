@@ -27,6 +27,7 @@ setup(
         'console_scripts': [
             'packnet-ros = packnet_ros.cli:main',
             'depth_node = packnet_ros.nodes.depth_node:main',
+            'training_node = packnet_ros.nodes.training_node:main',
         ],
     },
 )

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -29,6 +29,7 @@ from packnet_ros.networks import DEPTH_NETWORKS
 from packnet_ros.nodes.conversions import (
     ConversionError, camera_matrix, compressed_to_rgb, depth_to_image, depth_to_points, image_to_rgb,
     points_to_cloud, rgb_to_image, scaled_camera_info)
+from packnet_ros.nodes.parameters import declare_parameters
 
 WARN_PERIOD_S = 5.0
 
@@ -79,11 +80,7 @@ class LatestFrame:
 class DepthNode(Node):
     def __init__(self):
         super().__init__('depth_node')
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, type=_parameter_type(default)))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.params = p
+        p = self.params = declare_parameters(self, PARAMETERS)
 
         self.device = resolve_device(p['device'])
         self.estimator = self._build_estimator(p['checkpoint'])
@@ -276,16 +273,6 @@ class DepthNode(Node):
     def stop(self) -> None:
         self._running = False
         self.worker.join(timeout=2.0)
-
-
-def _parameter_type(default) -> int:
-    if isinstance(default, bool):
-        return ParameterType.PARAMETER_BOOL
-    if isinstance(default, int):
-        return ParameterType.PARAMETER_INTEGER
-    if isinstance(default, float):
-        return ParameterType.PARAMETER_DOUBLE
-    return ParameterType.PARAMETER_STRING
 
 
 def main(args=None):

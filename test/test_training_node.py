@@ -1,0 +1,116 @@
+"""training_node as a real process: frames + odometry in, loadable checkpoints out, survives kill -9."""
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header, String
+
+from packnet_ros.checkpoints import load_networks, read_metadata
+from packnet_ros.data.synthetic import Camera, drive
+from ros_helpers import REPO, Probe, start_node, stop_node
+
+W, H = 192, 64
+
+
+def to_time(t):
+    return Time(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)))
+
+
+@pytest.fixture(scope='module')
+def frames():
+    return list(drive(24, seed=5, camera=Camera(W, H), start_time=3.0))
+
+
+class Feeder:
+    def __init__(self, probe):
+        node = probe.node
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.probe = probe
+        self.pub_image = node.create_publisher(Image, 'image', reliable)
+        self.pub_info = node.create_publisher(CameraInfo, 'camera_info', reliable)
+        self.pub_odom = node.create_publisher(Odometry, 'odom', reliable)
+        self.checkpoints, self.diags = [], []
+        node.create_subscription(String, 'checkpoint', lambda m: self.checkpoints.append(m.data),
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
+
+    def wait_connected(self):
+        self.probe.wait_for(lambda: all(p.get_subscription_count() > 0
+                                        for p in (self.pub_image, self.pub_info, self.pub_odom)),
+                            60, 'training_node subscriptions')
+
+    def play(self, frames, time_offset=0.0):
+        K = Camera(W, H).K
+        info = CameraInfo(header=Header(frame_id='cam'), width=W, height=H)
+        info.k = K.reshape(-1).tolist()
+        self.pub_info.publish(info)
+        time.sleep(0.2)
+        for f in frames:
+            t = f.stamp + time_offset
+            for dt in (0.0, 0.05):  # odometry at 20 Hz
+                odom = Odometry(header=Header(stamp=to_time(t + dt), frame_id='odom'))
+                odom.twist.twist.linear.x = f.speed
+                self.pub_odom.publish(odom)
+            self.pub_image.publish(Image(header=Header(stamp=to_time(t), frame_id='cam'), height=H, width=W,
+                                         encoding='rgb8', step=W * 3, data=f.rgb.tobytes()))
+            time.sleep(0.02)
+
+    def step(self):
+        for d in reversed(self.diags):
+            for kv in d.status[0].values:
+                if kv.key == 'step':
+                    return int(kv.value)
+        return None
+
+
+def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
+    params = tmp_path / 'training.yaml'
+    shutil.copy(REPO / 'config' / 'training.yaml', params)
+    ckpt_dir = tmp_path / 'ckpts'
+    overrides = {'checkpoint_dir': str(ckpt_dir), 'width': W, 'height': H, 'device': 'cpu', 'batch_size': 2,
+                 'min_triplets': 2, 'save_every_steps': 3, 'validate_before_announce': False,
+                 'qos_reliability': 'reliable', 'learning_rate': 1e-3}
+    probe = Probe('training_test')
+    feeder = Feeder(probe)
+    proc = start_node('training_node', params, overrides, tmp_path / 'run1.log')
+    try:
+        feeder.wait_connected()
+        feeder.play(frames)
+        first = probe.wait_for(lambda: feeder.checkpoints, 120, 'a checkpoint announcement')[0]
+        depth_net, pose_net = load_networks(first)
+        assert pose_net is not None and depth_net.arch == 'PackNetSlim01'
+        assert read_metadata(first)['step'] >= 3
+        time.sleep(1.5)  # still training: kill it mid-run, possibly mid-write
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        saved = sorted(ckpt_dir.glob('*.ckpt'))
+        assert saved, 'no checkpoint on disk'
+        for path in saved:
+            load_networks(path)  # every file under a final name is complete
+        resumed_from = max(read_metadata(p)['step'] for p in saved)
+
+        feeder.diags.clear()
+        feeder.checkpoints.clear()
+        proc = start_node('training_node', params, overrides, tmp_path / 'run2.log')
+        feeder.wait_connected()
+        probe.wait_for(lambda: feeder.step() is not None, 30, 'diagnostics')
+        assert feeder.step() >= resumed_from
+        assert not list(ckpt_dir.glob('.*.tmp'))
+        feeder.play(frames, time_offset=100.0)
+        later = probe.wait_for(lambda: feeder.checkpoints, 120, 'an announcement after restart')[0]
+        assert read_metadata(later)['step'] > resumed_from
+        assert 'resumed from' in (tmp_path / 'run2.log').read_text()
+    finally:
+        stop_node(proc)
+        probe.close()
+        for log in ('run1.log', 'run2.log'):
+            if (tmp_path / log).exists():
+                print(log, (tmp_path / log).read_text()[-3000:])

@@ -54,6 +54,20 @@ def run_infer(args: argparse.Namespace) -> int:
     return 1 if failed == len(images) else 0
 
 
+def run_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from packnet_ros.data.synthetic import write_kitti_drive
+
+    if args.frames < 3:
+        raise ValueError(f'--frames must be at least 3 (one triplet), got {args.frames}')
+    with tqdm(total=args.frames, desc='rendering', unit='frame') as bar:
+        drive = write_kitti_drive(args.out_dir, args.frames, args.seed, args.width, args.height,
+                                  workers=args.workers, progress=lambda done, total: bar.update(done - bar.n))
+    print(f'wrote {args.frames} frames to {drive}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='packnet-ros', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -69,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument('--output-size', default='network', choices=('network', 'input'),
                        help='write depth at network resolution or resized to the input image')
     infer.set_defaults(func=run_infer)
+
+    synth = sub.add_parser('synth', help='render a synthetic drive (exact depth, speed, pose) in KITTI raw layout')
+    synth.add_argument('out_dir', help='folder that receives DATE/DATE_drive_SEED_sync')
+    synth.add_argument('--frames', type=int, default=300)
+    synth.add_argument('--seed', type=int, default=0)
+    synth.add_argument('--width', type=int, default=640)
+    synth.add_argument('--height', type=int, default=192)
+    synth.add_argument('--workers', type=int, default=2, help='rendering processes')
+    synth.set_defaults(func=run_synth)
     return parser
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import yaml
 
+import pytest
+
 from packnet_ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
+from packnet_ros.nodes.training_node import PARAMETERS as TRAINING_PARAMETERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,11 +44,13 @@ def test_entry_points_resolve():
         assert callable(getattr(importlib.import_module(module), func)), name
 
 
-def test_depth_params_file_declares_exactly_the_node_parameters():
-    params = yaml.safe_load((REPO / 'config' / 'depth.yaml').read_text())['/**']['ros__parameters']
-    assert set(params) == set(DEPTH_PARAMETERS)
+@pytest.mark.parametrize('config,declared', [('depth.yaml', DEPTH_PARAMETERS),
+                                             ('training.yaml', TRAINING_PARAMETERS)])
+def test_params_files_declare_exactly_the_node_parameters(config, declared):
+    params = yaml.safe_load((REPO / 'config' / config).read_text())['/**']['ros__parameters']
+    assert set(params) == set(declared)
     for name, value in params.items():
-        default = DEPTH_PARAMETERS[name][0]
+        default = declared[name][0]
         assert type(value) is type(default), f'{name}: {value!r} is not a {type(default).__name__}'
 
 

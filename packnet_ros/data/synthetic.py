@@ -17,6 +17,7 @@ import numpy as np
 CAMERA_HEIGHT = 1.65          # metres above the road (KITTI's camera is ~1.65 m up)
 ROAD_HALF_WIDTH = 4.0
 KERB_HEIGHT = 0.15
+VIEW_DISTANCE = 150.0      # metres; rays stop here and the street is generated this far ahead
 SKY_TOP = np.array([0.35, 0.55, 0.85])
 SKY_HORIZON = np.array([0.80, 0.86, 0.92])
 
@@ -57,16 +58,17 @@ class World:
 
     @classmethod
     def generate(cls, length: float, seed: int) -> 'World':
-        rng = np.random.default_rng(seed)
         world = cls(seed=seed, length=length)
         ground = CAMERA_HEIGHT
         for side in (-1, 1):
+            # One generator per side and kind, so a longer drive extends the same street.
+            rngs = [np.random.default_rng([seed, side + 1, kind]) for kind in range(3)]
             # kerbs: one long low box per side
             x0, x1 = sorted((side * ROAD_HALF_WIDTH, side * (ROAD_HALF_WIDTH + 0.3)))
             world.boxes.append(Box(np.array([x0, ground - KERB_HEIGHT, -20.0]),
-                                   np.array([x1, ground, length + 100]), np.array([0.6, 0.6, 0.58]), 'kerb'))
-            z = -20.0
-            while z < length + 100:  # building blocks with gaps
+                                   np.array([x1, ground, 1e6]), np.array([0.6, 0.6, 0.58]), 'kerb'))
+            rng, z = rngs[0], -20.0
+            while z < length + VIEW_DISTANCE + 30:  # building blocks with gaps
                 size = rng.uniform(8, 25)
                 setback = rng.uniform(7.0, 10.0)
                 height = rng.uniform(6, 22)
@@ -75,14 +77,16 @@ class World:
                 world.boxes.append(Box(np.array([x0, ground - height, z]), np.array([x1, ground, z + size]),
                                        colour, 'building'))
                 z += size + (rng.uniform(2, 8) if rng.random() < 0.4 else 0.3)
+            rng = rngs[1]
             z = rng.uniform(0, 15)
-            while z < length + 100:  # poles
+            while z < length + VIEW_DISTANCE + 30:  # poles
                 x = side * (ROAD_HALF_WIDTH + 0.6)
                 world.boxes.append(Box(np.array([x - 0.08, ground - 5.0, z]), np.array([x + 0.08, ground, z + 0.16]),
                                        np.array([0.25, 0.25, 0.28]), 'pole'))
                 z += rng.uniform(12, 25)
+            rng = rngs[2]
             z = rng.uniform(5, 20)
-            while z < length + 100:  # parked cars in the parking lane
+            while z < length + VIEW_DISTANCE + 30:  # parked cars in the parking lane
                 x = side * (ROAD_HALF_WIDTH - 1.2)
                 world.boxes.append(Box(np.array([x - 0.9, ground - 1.5, z]), np.array([x + 0.9, ground, z + 4.2]),
                                        rng.uniform(0.1, 0.9, 3), 'car'))
@@ -92,7 +96,7 @@ class World:
     # ------------------------------------------------------------------ ray casting
 
     def cast(self, origin: np.ndarray, camera: 'Camera', offset: tuple[float, float] = (0.0, 0.0),
-             max_depth: float = 150.0, shade: bool = True):
+             max_depth: float = VIEW_DISTANCE, shade: bool = True):
         """Cast one ray per pixel (at pixel centre + offset) from a camera at `origin`.
 
         Rays have unit z component, so the hit parameter is the depth. Each box is tested

@@ -68,6 +68,21 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_kitti_to_bag(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from packnet_ros.data.bag import write_kitti_bag
+
+    with tqdm(desc='converting', unit='frame') as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        bag = write_kitti_bag(args.drive_dir, args.out_bag, args.storage, args.camera, progress)
+    print(f'wrote {bag}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='packnet-ros', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -92,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument('--height', type=int, default=192)
     synth.add_argument('--workers', type=int, default=2, help='rendering processes')
     synth.set_defaults(func=run_synth)
+
+    to_bag = sub.add_parser('kitti-to-bag', help='convert a KITTI raw drive folder into a rosbag2')
+    to_bag.add_argument('drive_dir', help='KITTI raw drive folder (DATE/DATE_drive_NNNN_sync)')
+    to_bag.add_argument('out_bag', help='bag directory to create (must not exist)')
+    to_bag.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
+    to_bag.add_argument('--camera', type=int, default=2, choices=(2, 3))
+    to_bag.set_defaults(func=run_kitti_to_bag)
     return parser
 
 
@@ -99,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, KittiError, ImageError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, KittiError, ImageError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f'packnet-ros {args.command}: error: {exc}', file=sys.stderr)
         return 2
 

@@ -124,3 +124,45 @@ class KittiDrive:
             return None
         with np.load(path) as data:
             return data['velodyne_depth'].astype(np.float32)
+
+    def velodyne_to_image(self) -> np.ndarray:
+        """3x4 matrix taking homogeneous velodyne points to homogeneous rectified pixels:
+        P_rect_0X @ R_rect_00 @ Tr_velo_to_cam (the KITTI raw devkit chain)."""
+        cam = read_calib(self.path.parent / 'calib_cam_to_cam.txt')
+        velo = read_calib(self.path.parent / 'calib_velo_to_cam.txt')
+        for key, calib, name in (('R', velo, 'calib_velo_to_cam'), ('T', velo, 'calib_velo_to_cam'),
+                                 ('R_rect_00', cam, 'calib_cam_to_cam'),
+                                 (f'P_rect_0{self.camera}', cam, 'calib_cam_to_cam')):
+            if key not in calib:
+                raise KittiError(f'{name}.txt in {self.path.parent} lacks {key}')
+        Tr = np.eye(4)
+        Tr[:3, :3], Tr[:3, 3] = velo['R'].reshape(3, 3), velo['T']
+        R_rect = np.eye(4)
+        R_rect[:3, :3] = cam['R_rect_00'].reshape(3, 3)
+        return cam[f'P_rect_0{self.camera}'].reshape(3, 4) @ R_rect @ Tr
+
+    def lidar_depth(self, frame: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """Depth from velodyne_points/data/FRAME.bin projected into the camera (0 = no return);
+        where several points land on one pixel the nearest wins."""
+        path = self.path / 'velodyne_points' / 'data' / f'{frame:010d}.bin'
+        if not path.is_file():
+            return None
+        points = np.fromfile(path, dtype=np.float32)
+        if points.size % 4:
+            raise KittiError(f'{path} is not a list of (x, y, z, reflectance) float32 points')
+        points = points.reshape(-1, 4)
+        points = points[points[:, 0] > 0]  # in front of the car
+        uvw = self.velodyne_to_image() @ np.hstack([points[:, :3], np.ones((len(points), 1))]).T
+        z = uvw[2]
+        u, v = np.round(uvw[0] / z).astype(int), np.round(uvw[1] / z).astype(int)
+        h, w = shape
+        keep = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        depth = np.full(shape, np.inf, dtype=np.float32)
+        np.minimum.at(depth, (v[keep], u[keep]), z[keep].astype(np.float32))
+        depth[np.isinf(depth)] = 0
+        return depth
+
+    def ground_truth(self, frame: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """Ground-truth depth: packnet-sfm's projected depth when present, else projected lidar."""
+        depth = self.projected_depth(frame)
+        return depth if depth is not None else self.lidar_depth(frame, shape)

@@ -28,6 +28,8 @@ setup(
             'packnet-ros = packnet_ros.cli:main',
             'depth_node = packnet_ros.nodes.depth_node:main',
             'training_node = packnet_ros.nodes.training_node:main',
+            'bag_player = packnet_ros.nodes.bag_player:main',
+            'depth_evaluator = packnet_ros.nodes.depth_evaluator:main',
         ],
     },
 )

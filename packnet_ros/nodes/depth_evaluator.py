@@ -1,0 +1,129 @@
+"""depth_evaluator: pair predicted depth with ground truth by stamp; running KITTI metrics.
+
+Publishes the running metrics (all frames, and the first and latest windows, so learning
+shows as a change) on /diagnostics, and writes every per-frame result plus the summary to
+JSON at shutdown.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from packnet_ros.metrics import image_metrics, mean_metrics
+from packnet_ros.nodes.conversions import ConversionError, image_to_depth
+from packnet_ros.nodes.parameters import declare_parameters
+
+PARAMETERS = {
+    'output_json': ('', 'file written at shutdown with per-frame metrics and the summary; empty = none'),
+    'min_depth': (1e-3, 'metres; ground truth outside [min_depth, max_depth] is ignored'),
+    'max_depth': (80.0, 'metres'),
+    'crop': ('garg', '"garg" (KITTI evaluation crop) or "none"'),
+    'window': (20, 'frames in the first/latest windows'),
+    'max_pending': (50, 'unpaired messages kept per topic'),
+}
+
+
+class DepthEvaluator(Node):
+    def __init__(self):
+        super().__init__('depth_evaluator')
+        p = self.params = declare_parameters(self, PARAMETERS)
+        if p['crop'] not in ('garg', 'none'):
+            raise ValueError(f'crop must be "garg" or "none", got {p["crop"]!r}')
+        self.pending = {'depth': OrderedDict(), 'depth_gt': OrderedDict()}
+        self.records: list[dict] = []
+        self.lock = threading.Lock()
+        # Evaluating a pair takes longer than a burst of messages takes to arrive: queue deeply.
+        qos = QoSProfile(depth=p['max_pending'], reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, 'depth', lambda m: self.on_depth('depth', m), qos)
+        self.create_subscription(Image, 'depth_gt', lambda m: self.on_depth('depth_gt', m), qos)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self.publish_diagnostics)
+
+    def on_depth(self, kind: str, msg: Image) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        other = self.pending['depth_gt' if kind == 'depth' else 'depth']
+        if key in other:
+            pair = {kind: msg, ('depth_gt' if kind == 'depth' else 'depth'): other.pop(key)}
+            self.evaluate(key, pair['depth'], pair['depth_gt'])
+            return
+        mine = self.pending[kind]
+        mine[key] = msg
+        while len(mine) > self.params['max_pending']:
+            mine.popitem(last=False)
+
+    def evaluate(self, key, pred_msg: Image, gt_msg: Image) -> None:
+        try:
+            pred, gt = image_to_depth(pred_msg), image_to_depth(gt_msg)
+        except ConversionError as exc:
+            self.get_logger().warn(f'cannot evaluate: {exc}', throttle_duration_sec=5.0)
+            return
+        p = self.params
+        result = image_metrics(gt, pred, p['min_depth'], p['max_depth'], None if p['crop'] == 'none' else 'garg')
+        if result is None:
+            return
+        with self.lock:
+            self.records.append({'stamp': key[0] + key[1] * 1e-9, **result})
+
+    def summary(self) -> dict:
+        with self.lock:
+            records = list(self.records)
+        if not records:
+            return {'frames': 0}
+        n = self.params['window']
+        return {'frames': len(records), 'all': mean_metrics(records),
+                'first': mean_metrics(records[:n]), 'last': mean_metrics(records[-n:])}
+
+    def publish_diagnostics(self) -> None:
+        s = self.summary()
+        values = {'frames': str(s['frames'])}
+        for part in ('all', 'first', 'last'):
+            if part in s:
+                values[f'{part}_abs_rel'] = f'{s[part]["metric"]["abs_rel"]:.4f}'
+                values[f'{part}_abs_rel_median_scaled'] = f'{s[part]["median_scaled"]["abs_rel"]:.4f}'
+                values[f'{part}_a1'] = f'{s[part]["metric"]["a1"]:.4f}'
+                values[f'{part}_scale_ratio'] = f'{s[part]["scale_ratio"]:.4f}'
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f'{self.get_name()}: depth metrics',
+                                  message=f'{s["frames"]} frames evaluated',
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+    def write_json(self) -> None:
+        if not self.params['output_json']:
+            return
+        path = Path(self.params['output_json'])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            records = list(self.records)
+        tmp = path.with_suffix(path.suffix + '.tmp')
+        tmp.write_text(json.dumps({'summary': self.summary(), 'frames': records}, indent=1))
+        tmp.replace(path)
+        self.get_logger().info(f'wrote {len(records)} evaluated frames to {path}')
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DepthEvaluator()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.write_json()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -4,8 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO_SECONDS ?= 240
+# Optional: SOURCE=<KITTI drive folder or bag>  CHECKPOINT=<.ckpt>
+DEMO_ARGS = --seconds $(DEMO_SECONDS) $(if $(SOURCE),--source $(SOURCE)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench demo clean
 
 setup: $(STAMP)
 
@@ -19,8 +22,12 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+demo: setup
+	$(VENV)/bin/packnet-ros demo --out demo_out $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
 bench: setup
 	$(PY) benchmarks/bench_depth.py --out bench_out/depth.json
+	$(PY) benchmarks/bench_training.py --out bench_out/training.json

@@ -83,6 +83,20 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from packnet_ros.nodes.demo import run_demo as demo
+
+    report = demo(Path(args.out), args.seconds, args.source, args.checkpoint, args.frames, args.seed)
+    first, last = report['metrics_first'], report['metrics_last']
+    print(f"\n{report['frames']} frames evaluated, {report['train_steps']} training steps in "
+          f"{report['duration_s']:.0f} s; depth {report['depth_fps']:.1f} fps, latency p50 "
+          f"{report['latency_ms_p50']:.0f} ms")
+    for key in ('abs_rel', 'abs_rel_median_scaled', 'scale_ratio'):
+        print(f'  {key:24s} first {first[key]:8.3f}   last {last[key]:8.3f}')
+    print(f'report: {Path(args.out) / "report.md"}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='packnet-ros', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -114,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     to_bag.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
     to_bag.add_argument('--camera', type=int, default=2, choices=(2, 3))
     to_bag.set_defaults(func=run_kitti_to_bag)
+
+    demo = sub.add_parser('demo', help='replay a drive through the nodes, train online, write a report')
+    demo.add_argument('--source', help='KITTI drive folder or rosbag2 (default: a synthetic drive)')
+    demo.add_argument('--checkpoint', help='start depth and training from this checkpoint (default: scratch)')
+    demo.add_argument('--seconds', type=float, default=240.0, help='how long to run')
+    demo.add_argument('--out', default='demo_out')
+    demo.add_argument('--frames', type=int, default=300, help='synthetic drive length')
+    demo.add_argument('--seed', type=int, default=0, help='synthetic drive seed')
+    demo.set_defaults(func=run_demo)
     return parser
 
 
@@ -121,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, KittiError, ImageError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (CheckpointError, KittiError, ImageError, FileNotFoundError, FileExistsError, ValueError,
+            RuntimeError) as exc:
         print(f'packnet-ros {args.command}: error: {exc}', file=sys.stderr)
         return 2
 

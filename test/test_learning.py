@@ -29,7 +29,7 @@ def train(triplets, velocity_weight):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), Camera(W, H).K, lr=1e-3,
-                      velocity_weight=velocity_weight)
+                      velocity_weight=velocity_weight, warmup_steps=0)
     held_out = triplets[::5]
     train_set = [t for i, t in enumerate(triplets) if i % 5]
     with torch.no_grad():

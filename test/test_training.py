@@ -146,7 +146,7 @@ def test_kitti_distances_agree_with_gps():
 def test_trainer_step_updates_and_reduces_loss_on_repeated_batch():
     torch.manual_seed(0)
     triplets, K = kitti_triplets()
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3, warmup_steps=0)
     first = trainer.step(triplets)
     assert first is not None and set(first) >= {'loss', 'photometric', 'smoothness', 'velocity', 'scale'}
     for _ in range(14):
@@ -154,6 +154,29 @@ def test_trainer_step_updates_and_reduces_loss_on_repeated_batch():
     assert trainer.step_count == 15
     assert last['loss'] < first['loss']
     assert last['velocity'] < first['velocity']  # the translation norm moves towards 0.87 m
+
+
+def test_learning_rate_warms_up_linearly():
+    triplets, K = kitti_triplets()
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3, warmup_steps=4)
+    seen = []
+    for _ in range(6):
+        seen.append(trainer.learning_rate())
+        trainer.step(triplets[:2])
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert trainer.optimizer.param_groups[0]['lr'] == pytest.approx(1e-3)
+
+
+def test_velocity_weight_ramps_up():
+    triplets, K = kitti_triplets()
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, velocity_weight=0.4, velocity_warmup_steps=4)
+    weights = []
+    for _ in range(5):
+        weights.append(trainer.current_velocity_weight())
+        out = trainer.step(triplets[:2])
+        assert out['loss'] == pytest.approx(out['photometric'] + out['smoothness'] + weights[-1] * out['velocity'],
+                                            rel=1e-5)
+    assert weights == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
 
 
 def test_nonfinite_loss_skips_the_step():

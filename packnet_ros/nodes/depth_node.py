@@ -13,6 +13,7 @@ from collections import deque
 import cv2
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
@@ -41,6 +42,7 @@ PARAMETERS = {
     'width': (0, 'network input width (multiple of 32); 0 = the checkpoint\'s training size'),
     'height': (0, 'network input height (multiple of 32); 0 = the checkpoint\'s training size'),
     'device': ('auto', 'auto, cpu, cuda or cuda:N'),
+    'threads': (0, 'CPU threads for torch in this process; 0 = torch default (all cores)'),
     'precision': ('fp32', 'fp32, fp16 or bf16 (autocast)'),
     'output_resolution': ('network', 'publish depth at "network" or "input" image resolution'),
     'min_depth': (0.5, 'metres; nearer predictions are published as NaN'),
@@ -82,6 +84,8 @@ class DepthNode(Node):
         super().__init__('depth_node')
         p = self.params = declare_parameters(self, PARAMETERS)
 
+        if p['threads'] > 0:
+            torch.set_num_threads(p['threads'])
         self.device = resolve_device(p['device'])
         self.estimator = self._build_estimator(p['checkpoint'])
         self.pending: DepthEstimator | None = None

@@ -43,7 +43,11 @@ PARAMETERS = {
     'width': (320, 'network input width (multiple of 32)'),
     'height': (96, 'network input height (multiple of 32)'),
     'device': ('auto', 'auto, cpu, cuda or cuda:N'),
+    'threads': (0, 'CPU threads for torch in this process; 0 = torch default (all cores)'),
     'learning_rate': (2e-4, 'Adam learning rate'),
+    'warmup_steps': (100, 'steps over which the learning rate ramps up from zero (0 = none)'),
+    'velocity_warmup_steps': (0, 'steps over which the velocity loss weight ramps up from zero (0 = none)'),
+    'seed': (0, 'seed for initialising networks trained from scratch (reproducible runs)'),
     'batch_size': (4, 'triplets per step'),
     'velocity_loss_weight': (0.1, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale'),
     'velocity_source': ('odom', '"odom" (nav_msgs/Odometry) or "twist"'),
@@ -79,6 +83,8 @@ class TrainingNode(Node):
         p = self.params = declare_parameters(self, PARAMETERS)
         if p['velocity_source'] not in ('odom', 'twist'):
             raise ValueError(f'velocity_source must be "odom" or "twist", got {p["velocity_source"]!r}')
+        if p['threads'] > 0:
+            torch.set_num_threads(p['threads'])
         self.device = resolve_device(p['device'])
         self.ckpt_dir = Path(p['checkpoint_dir']).expanduser()
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -148,9 +154,11 @@ class TrainingNode(Node):
         else:
             if p['arch'] not in DEPTH_NETWORKS:
                 raise ValueError(f'unknown arch {p["arch"]!r}; known: {sorted(DEPTH_NETWORKS)}')
+            torch.manual_seed(p['seed'])
             depth_net, pose_net, step = DEPTH_NETWORKS[p['arch']](width=p['model_width']), PoseNet(), 0
         trainer = Trainer(depth_net, pose_net, np.eye(3), lr=p['learning_rate'],
-                          velocity_weight=p['velocity_loss_weight'], device=self.device)
+                          velocity_weight=p['velocity_loss_weight'], device=self.device,
+                          warmup_steps=p['warmup_steps'], velocity_warmup_steps=p['velocity_warmup_steps'])
         trainer.step_count = step
         if ckpt is not None and source.parent == self.ckpt_dir and ckpt.get('optimizer'):
             trainer.optimizer.load_state_dict(ckpt['optimizer'])

@@ -22,16 +22,29 @@ def triplets_to_batch(triplets: list[Triplet], device: torch.device):
 
 
 class Trainer:
-    """Adam over depth and pose networks. K is the intrinsics at the training resolution."""
+    """Adam over depth and pose networks. K is the intrinsics at the training resolution.
+
+    The learning rate ramps up linearly over `warmup_steps`: online, the first batches all
+    come from the first seconds of driving (often accelerating from standstill, with small
+    baselines), and full-rate steps on them were measured to push a fresh network into a
+    state it does not recover from within hundreds of steps. The velocity weight ramps up
+    over `velocity_warmup_steps`: the velocity loss constrains only ‖t‖, and its gradient
+    t/‖t‖ amplifies whatever direction PoseNet starts with; the photometric loss must orient
+    the translation first (DEVELOPERS.md has the measurements).
+    """
 
     def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, lr: float = 2e-4,
                  velocity_weight: float = 0.1, device: torch.device = torch.device('cpu'),
-                 loss: SelfSupervisedLoss | None = None):
+                 loss: SelfSupervisedLoss | None = None, warmup_steps: int = 100,
+                 velocity_warmup_steps: int = 0):
         self.device = device
         self.depth_net = depth_net.to(device)
         self.pose_net = pose_net.to(device)
         self.K = torch.as_tensor(K, dtype=torch.float32, device=device)
         self.velocity_weight = velocity_weight
+        self.lr = lr
+        self.warmup_steps = warmup_steps
+        self.velocity_warmup_steps = velocity_warmup_steps
         self.loss = loss or SelfSupervisedLoss()
         self.optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=lr)
         self.step_count = 0
@@ -49,7 +62,7 @@ class Trainer:
         K = self.K.expand(target.shape[0], 3, 3)
         out = self.loss(target, context, inv_depths, K, poses)
         out['velocity'] = velocity_loss(poses, distances)
-        out['loss'] = out['loss'] + self.velocity_weight * out['velocity']
+        out['loss'] = out['loss'] + self.current_velocity_weight() * out['velocity']
         out['scale'] = torch.stack([p[:, :3, 3].norm(dim=-1) for p in poses], 1).mean() / distances.mean()
         return out
 
@@ -63,9 +76,22 @@ class Trainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         out['loss'].backward()
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.learning_rate()
         self.optimizer.step()
         self.step_count += 1
         return {k: float(v.detach()) for k, v in out.items()}
+
+    def current_velocity_weight(self) -> float:
+        if self.velocity_warmup_steps <= 0:
+            return self.velocity_weight
+        return self.velocity_weight * min(1.0, self.step_count / self.velocity_warmup_steps)
+
+    def learning_rate(self) -> float:
+        """Learning rate of the next step (linear warm-up, then constant)."""
+        if self.warmup_steps <= 0:
+            return self.lr
+        return self.lr * min(1.0, (self.step_count + 1) / self.warmup_steps)
 
     @torch.no_grad()
     def evaluate(self, triplets: list[Triplet]) -> float:

@@ -1,0 +1,144 @@
+"""Demo report artefacts: PLY point clouds, a rendered view of a cloud, curves, markdown."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """float32-packed 0x00RRGGBB (PointCloud2 'rgb') -> uint8 [...,3]."""
+    bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], -1).astype(np.uint8)
+
+
+def valid_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Organised [h,w,4] (x, y, z, rgb) -> finite xyz [N,3] and colours [N,3]."""
+    flat = points.reshape(-1, 4)
+    keep = np.isfinite(flat[:, :3]).all(1)
+    return flat[keep, :3], unpack_rgb(flat[keep, 3])
+
+
+def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """Binary little-endian PLY with float xyz and uchar colour (MeshLab, CloudCompare, Open3D)."""
+    vertex = np.empty(len(xyz), dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                                       ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+    vertex['x'], vertex['y'], vertex['z'] = xyz.T
+    vertex['red'], vertex['green'], vertex['blue'] = rgb.T
+    header = ('ply\nformat binary_little_endian 1.0\n'
+              f'element vertex {len(xyz)}\n'
+              'property float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
+    with open(path, 'wb') as f:
+        f.write(header.encode('ascii'))
+        f.write(vertex.tobytes())
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read back what write_ply wrote."""
+    data = Path(path).read_bytes()
+    end = data.index(b'end_header\n') + len(b'end_header\n')
+    count = int(next(line.split()[2] for line in data[:end].decode().splitlines() if line.startswith('element')))
+    vertex = np.frombuffer(data[end:], count=count, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                                                           ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+    return (np.stack([vertex['x'], vertex['y'], vertex['z']], 1),
+            np.stack([vertex['red'], vertex['green'], vertex['blue']], 1))
+
+
+def render_cloud(xyz: np.ndarray, rgb: np.ndarray, width: int = 800, height: int = 450,
+                 point_size: int = 2) -> np.ndarray:
+    """Render a coloured cloud (optical frame: x right, y down, z forward) from a virtual
+    camera above, behind and to the right of the sensor, framed on the cloud's median and
+    spread; painter's algorithm, far to near. RGB uint8."""
+    target = np.median(xyz, axis=0)
+    spread = float(np.percentile(xyz[:, 2], 90) - np.percentile(xyz[:, 2], 10)) + 1.0
+    eye_v = np.array([0.35 * spread, -0.45 * spread, target[2] - 1.1 * spread])
+    forward = (target - eye_v) / np.linalg.norm(target - eye_v)
+    right = np.cross(forward, [0.0, -1.0, 0.0])  # world 'up' is -y in the optical frame
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    R = np.stack([right, down, forward])
+    cam = (xyz - eye_v) @ R.T
+    front = cam[:, 2] > 0.5
+    cam, colours = cam[front], rgb[front]
+    f = 0.9 * width
+    u = (f * cam[:, 0] / cam[:, 2] + width / 2).astype(int)
+    v = (f * cam[:, 1] / cam[:, 2] + height / 2).astype(int)
+    inside = (u >= 0) & (u < width - point_size) & (v >= 0) & (v < height - point_size)
+    order = np.argsort(-cam[inside, 2])
+    u, v, colours = u[inside][order], v[inside][order], colours[inside][order]
+    image = np.full((height, width, 3), 24, np.uint8)
+    for du in range(point_size):
+        for dv in range(point_size):
+            image[v + dv, u + du] = colours
+    return image
+
+
+def plot_curves(path: str | Path, frames: list[dict], training: list[tuple[float, dict]], title: str) -> None:
+    """Per-frame metrics (rolling mean) and training curves over time, one PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    def rolling(values, n=10):
+        values = np.asarray(values, float)
+        return np.array([values[max(0, i - n + 1):i + 1].mean() for i in range(len(values))])
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    idx = np.arange(len(frames))
+    if frames:
+        axes[0].plot(idx, rolling([f['metric']['abs_rel'] for f in frames]), label='abs_rel (metric)')
+        axes[0].plot(idx, rolling([f['median_scaled']['abs_rel'] for f in frames]), label='abs_rel (median-scaled)')
+        axes[1].plot(idx, rolling([f['scale_ratio'] for f in frames]), color='tab:green')
+        axes[1].axhline(1.0, color='gray', ls='--')
+    axes[0].set(xlabel='evaluated frame', ylabel='abs_rel (rolling mean of 10)', title='depth error')
+    axes[0].legend()
+    axes[1].set(xlabel='evaluated frame', ylabel='median(gt) / median(pred)', title='scale ratio (1 = metric)',
+                yscale='log')
+    if training:
+        t0 = training[0][0]
+        times = [t - t0 for t, _ in training]
+        for key, label in (('loss_ema', 'total (EMA)'), ('loss_photometric', 'photometric'),
+                           ('loss_velocity', 'velocity')):
+            values = [float(d.get(key, 'nan')) for _, d in training]
+            axes[2].plot(times, values, label=label)
+    axes[2].set(xlabel='seconds', ylabel='loss', title='online training', yscale='log')
+    axes[2].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+    """Stack RGB images vertically at a common width."""
+    width = max(im.shape[1] for im in images)
+    rows = [cv2.resize(im, (width, round(im.shape[0] * width / im.shape[1])), interpolation=cv2.INTER_NEAREST)
+            for im in images]
+    return np.concatenate(rows, 0)
+
+
+def markdown(report: dict) -> str:
+    first, last = report['metrics_first'], report['metrics_last']
+    rows = [('abs_rel (metric, no scaling)', 'abs_rel'), ('abs_rel (median-scaled)', 'abs_rel_median_scaled'),
+            ('a1 (metric)', 'a1'), ('scale ratio median(gt)/median(pred)', 'scale_ratio')]
+    lines = [
+        '# packnet_ros demo report', '',
+        f'Source: `{report["source"]}`; {report["duration_s"]:.0f} s of online training from '
+        f'{report["init"]} ({report["model"]}, input {report["input_size"]}).', '',
+        '| | first frames | last frames |', '| --- | --- | --- |',
+        *[f'| {name} | {first[key]:.3f} | {last[key]:.3f} |' for name, key in rows],
+        '', f'- evaluated frames: {report["frames"]}; training steps: {report["train_steps"]}; '
+            f'checkpoints announced: {report["checkpoints_announced"]}',
+        f'- depth node: {report["depth_fps"]:.1f} frames/s, latency p50 {report["latency_ms_p50"]:.0f} ms, '
+        f'p95 {report["latency_ms_p95"]:.0f} ms (image received -> depth received)',
+        f'- learning shown: abs_rel {"fell" if last["abs_rel"] < first["abs_rel"] else "did NOT fall"}, '
+        f'scale ratio {"moved toward 1" if abs(np.log(last["scale_ratio"])) < abs(np.log(first["scale_ratio"])) else "did NOT move toward 1"}',
+        '', '![curves](curves.png)', '', '![first and last depth](depth_first.png) ![](depth_last.png)', '',
+        '![point cloud](cloud.png)', '',
+        'Files: `report.json`, `curves.png`, `depth_*.png`, `cloud.ply`, `cloud.png`, '
+        '`outputs/` (rosbag2 with an MCAP file: depth, camera_info, points; open it in Foxglove or '
+        '`ros2 bag play`), `evaluation.json` (every evaluated frame).',
+    ]
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,47 @@
+"""Demo report artefacts: PLY round trip, colour unpacking, cloud rendering, markdown."""
+import numpy as np
+
+from packnet_ros.nodes.conversions import depth_to_points
+from packnet_ros.report import markdown, read_ply, render_cloud, unpack_rgb, valid_points, write_ply
+
+
+def test_ply_round_trip_keeps_points_and_colours(tmp_path):
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(2, 30, (12, 16)).astype(np.float32)
+    depth[3, 4] = np.nan
+    rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    K = np.array([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]])
+    xyz, colours = valid_points(depth_to_points(depth, rgb, K))
+    assert len(xyz) == 12 * 16 - 1
+    np.testing.assert_array_equal(colours[0], rgb[0, 0])
+    write_ply(tmp_path / 'c.ply', xyz, colours)
+    assert (tmp_path / 'c.ply').read_bytes().startswith(b'ply\nformat binary_little_endian 1.0\nelement vertex 191\n')
+    back_xyz, back_rgb = read_ply(tmp_path / 'c.ply')
+    np.testing.assert_array_equal(back_xyz, xyz)
+    np.testing.assert_array_equal(back_rgb, colours)
+
+
+def test_unpack_rgb_inverts_the_pcl_packing():
+    packed = np.array([(200 << 16) | (100 << 8) | 50], dtype=np.uint32).view(np.float32)
+    assert unpack_rgb(packed).tolist() == [[200, 100, 50]]
+
+
+def test_render_draws_the_cloud_in_its_colours():
+    rng = np.random.default_rng(1)
+    xyz = np.stack([rng.uniform(-5, 5, 5000), rng.uniform(-1, 1.5, 5000), rng.uniform(5, 40, 5000)], 1)
+    red = np.tile([[255, 0, 0]], (5000, 1)).astype(np.uint8)
+    image = render_cloud(xyz, red)
+    drawn = (image == [255, 0, 0]).all(-1)
+    assert image.shape == (450, 800, 3) and 0.01 < drawn.mean() < 0.9
+
+
+def test_markdown_states_whether_learning_showed():
+    metrics = {'abs_rel': 0.9, 'abs_rel_median_scaled': 0.5, 'a1': 0.1, 'scale_ratio': 10.0}
+    better = {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 2.0}
+    report = {'source': 's', 'duration_s': 60, 'init': 'scratch', 'model': 'm', 'input_size': '192x64',
+              'metrics_first': metrics, 'metrics_last': better, 'frames': 10, 'train_steps': 5,
+              'checkpoints_announced': 1, 'depth_fps': 5.0, 'latency_ms_p50': 50, 'latency_ms_p95': 60}
+    text = markdown(report)
+    assert 'abs_rel fell' in text and 'scale ratio moved toward 1' in text and '| 0.900 | 0.500 |' in text
+    report['metrics_last'] = metrics
+    assert 'did NOT fall' in markdown(report)

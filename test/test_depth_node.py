@@ -187,6 +187,30 @@ def test_new_checkpoint_changes_output(session, kitti):
         np.testing.assert_allclose(image_to_depth(client.send(rgb, stamp)), expected, rtol=1e-5, equal_nan=True)
 
 
+def test_setting_the_checkpoint_parameter_reloads(session, kitti):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    client, _, ckpt_a, _, _ = session
+    rgb = kitti[1][3]
+    service = client.probe.node.create_client(SetParameters, '/depth_node/set_parameters')
+    assert service.wait_for_service(timeout_sec=10)
+    value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(ckpt_a))
+    future = service.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint', value=value)]))
+    result = client.probe.wait_for(lambda: future.result(), 10, 'set_parameters reply')
+    assert result.results[0].successful
+    expected = DepthEstimator.from_checkpoint(ckpt_a).infer(
+        cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA))
+    expected[(expected < 0.5) | (expected > 80)] = np.nan
+    for stamp in range(500, 560):
+        got = image_to_depth(client.send(rgb, stamp))
+        if np.allclose(got, expected, rtol=1e-5, equal_nan=True):
+            break
+    np.testing.assert_allclose(got, expected, rtol=1e-5, equal_nan=True)
+    rejected = service.call_async(SetParameters.Request(parameters=[
+        Parameter(name='precision', value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='fp16'))]))
+    assert not client.probe.wait_for(lambda: rejected.result(), 10, 'reply').results[0].successful
+
+
 def test_diagnostics_report_model_and_counts(session):
     client = session[0]
     diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and

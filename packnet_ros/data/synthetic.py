@@ -113,21 +113,31 @@ class World:
         hit = (dirs[..., 1] > 1e-9) & (t_ground < max_depth)
         depth[hit], kind[hit] = t_ground[hit], -2
         K = camera.K
+        # Rays have unit z, so each box's z-slab is the same for every ray (a scalar), and
+        # the x/y slabs need only the reciprocals of the ray x/y components.
+        with np.errstate(divide='ignore'):
+            inv_x = 1.0 / np.where(np.abs(dirs[..., 0]) < 1e-12, 1e-12, dirs[..., 0])
+            inv_y = 1.0 / np.where(np.abs(dirs[..., 1]) < 1e-12, 1e-12, dirs[..., 1])
         for i, box in enumerate(self.boxes):
             rect = _screen_rect(box, origin, K, w, h, max_depth)
             if rect is None:
                 continue
             u0, u1, v0, v1 = rect
-            d = dirs[v0:v1, u0:u1]
-            inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
-            t0, t1 = (box.lo - origin) * inv, (box.hi - origin) * inv
-            tmin = np.minimum(t0, t1)
-            t_enter, t_exit = tmin.max(-1), np.maximum(t0, t1).min(-1)
+            ix, iy = inv_x[v0:v1, u0:u1], inv_y[v0:v1, u0:u1]
+            ax, bx = (box.lo[0] - origin[0]) * ix, (box.hi[0] - origin[0]) * ix
+            ay, by = (box.lo[1] - origin[1]) * iy, (box.hi[1] - origin[1]) * iy
+            z_enter, z_exit = box.lo[2] - origin[2], box.hi[2] - origin[2]
+            x_enter, y_enter = np.minimum(ax, bx), np.minimum(ay, by)
+            t_enter = np.maximum(np.maximum(x_enter, y_enter), z_enter)
+            t_exit = np.minimum(np.minimum(np.maximum(ax, bx), np.maximum(ay, by)), z_exit)
             sub = depth[v0:v1, u0:u1]
             hit = (t_enter <= t_exit) & (t_enter > 1e-3) & (t_enter < sub)
             sub[hit] = t_enter[hit]
             kind[v0:v1, u0:u1][hit] = i
-            face[v0:v1, u0:u1][hit] = tmin[hit].argmax(-1)
+            # the entering face is the slab that was entered last: 0 = x, 1 = y, 2 = z
+            entered = np.where(x_enter >= y_enter, 0, 1)
+            entered = np.where(z_enter >= np.maximum(x_enter, y_enter), 2, entered)
+            face[v0:v1, u0:u1][hit] = entered[hit]
         if not shade:
             return depth, None
         flat_dirs, flat_depth = dirs.reshape(-1, 3), depth.reshape(-1)

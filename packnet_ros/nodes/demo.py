@@ -198,7 +198,7 @@ def run_demo(out: Path, seconds: float, source: str | None = None, checkpoint: s
                 'save_every_seconds': 30.0, 'validate_before_announce': True,
                 'arch': 'PackNetSlim01', 'model_width': 0.25}
     evaluator = {'output_json': str(out / 'evaluation.json'), 'crop': 'garg' if real_kitti else 'none',
-                 'window': 30}
+                 'window': 100}  # ~20 s at 5 fps: the first window is all before the first checkpoint
     logs = out / 'logs'
     logs.mkdir(exist_ok=True)
 

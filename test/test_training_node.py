@@ -4,7 +4,6 @@ import shutil
 import signal
 import time
 
-import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray

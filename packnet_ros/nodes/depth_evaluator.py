@@ -12,15 +12,14 @@ from collections import OrderedDict
 from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.nodes.conversions import ConversionError, image_to_depth
+from packnet_ros.nodes.diagnostics import StatusPublisher
 from packnet_ros.nodes.parameters import declare_parameters
 
 PARAMETERS = {
@@ -46,7 +45,7 @@ class DepthEvaluator(Node):
         qos = QoSProfile(depth=p['max_pending'], reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, 'depth', lambda m: self.on_depth('depth', m), qos)
         self.create_subscription(Image, 'depth_gt', lambda m: self.on_depth('depth_gt', m), qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.status = StatusPublisher(self, 'depth metrics')
         self.create_timer(1.0, self.publish_diagnostics)
 
     def on_depth(self, kind: str, msg: Image) -> None:
@@ -92,10 +91,7 @@ class DepthEvaluator(Node):
                 values[f'{part}_abs_rel_median_scaled'] = f'{s[part]["median_scaled"]["abs_rel"]:.4f}'
                 values[f'{part}_a1'] = f'{s[part]["metric"]["a1"]:.4f}'
                 values[f'{part}_scale_ratio'] = f'{s[part]["scale_ratio"]:.4f}'
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f'{self.get_name()}: depth metrics',
-                                  message=f'{s["frames"]} frames evaluated',
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        self.status.publish(f'{s["frames"]} frames evaluated', values)
 
     def write_json(self) -> None:
         if not self.params['output_json']:

@@ -14,13 +14,12 @@ import cv2
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
 
 from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.geometry import scale_intrinsics
@@ -30,6 +29,7 @@ from packnet_ros.networks import DEPTH_NETWORKS
 from packnet_ros.nodes.conversions import (
     ConversionError, camera_matrix, compressed_to_rgb, depth_to_image, depth_to_points, image_to_rgb,
     points_to_cloud, rgb_to_image, scaled_camera_info)
+from packnet_ros.nodes.diagnostics import StatusPublisher
 from packnet_ros.nodes.parameters import declare_parameters
 
 WARN_PERIOD_S = 5.0
@@ -111,7 +111,7 @@ class DepthNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', qos_out)
         self.pub_points = self.create_publisher(PointCloud2, 'points', qos_out) if p['publish_points'] else None
         self.pub_colored = self.create_publisher(Image, 'depth/colored', qos_out) if p['publish_colored'] else None
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.status = StatusPublisher(self, 'depth', str(self.device))
         self.create_timer(1.0, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
@@ -268,11 +268,7 @@ class DepthNode(Node):
             'device': str(self.device),
             'input_size': f'{est.width}x{est.height}',
         }
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f'{self.get_name()}: depth',
-                                  hardware_id=str(self.device),
-                                  message=f'{rate:.1f} Hz' if self.stats['processed'] else 'waiting for images',
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        self.status.publish(f'{rate:.1f} Hz' if self.stats['processed'] else 'waiting for images', values)
 
     def stop(self) -> None:
         self._running = False

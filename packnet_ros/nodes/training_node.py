@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped, TwistWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
@@ -29,6 +28,7 @@ from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.inference import resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet
 from packnet_ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb, image_to_rgb
+from packnet_ros.nodes.diagnostics import StatusPublisher
 from packnet_ros.nodes.parameters import declare_parameters
 from packnet_ros.training import ReplayBuffer, Trainer, TripletAccumulator
 
@@ -124,7 +124,7 @@ class TrainingNode(Node):
             self.create_subscription(types[p['twist_type']], 'twist', self.on_velocity, qos_in)
         self.pub_checkpoint = self.create_publisher(String, 'checkpoint', QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE))
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.status = StatusPublisher(self, 'training', str(self.device))
         self.create_timer(1.0, self.publish_diagnostics)
 
         self._running = True
@@ -340,11 +340,7 @@ class TrainingNode(Node):
             'last_checkpoint': self.stats['last_checkpoint'],
             'announced_checkpoint': self.stats['announced'],
         }
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f'{self.get_name()}: training',
-                                  hardware_id=str(self.device),
-                                  message=f'step {self.trainer.step_count}',
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        self.status.publish(f'step {self.trainer.step_count}', values)
 
     def stop(self) -> None:
         self._running = False

@@ -7,6 +7,7 @@ import time
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TwistWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -113,3 +114,43 @@ def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
         for log in ('run1.log', 'run2.log'):
             if (tmp_path / log).exists():
                 print(log, (tmp_path / log).read_text()[-3000:])
+
+
+def test_twist_with_covariance_as_speed_source(tmp_path, frames):
+    """GNSS/INS drivers publish TwistWithCovarianceStamped: selected by parameter, it feeds training."""
+    params = tmp_path / 'training.yaml'
+    shutil.copy(REPO / 'config' / 'training.yaml', params)
+    overrides = {'checkpoint_dir': str(tmp_path / 'ckpts'), 'width': W, 'height': H, 'device': 'cpu',
+                 'batch_size': 2, 'min_triplets': 2, 'save_every_steps': 2, 'validate_before_announce': False,
+                 'qos_reliability': 'reliable', 'velocity_source': 'twist',
+                 'twist_type': 'TwistWithCovarianceStamped'}
+    probe = Probe('twist_test')
+    feeder = Feeder(probe)
+    pub_twist = probe.node.create_publisher(TwistWithCovarianceStamped, 'twist',
+                                            QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    feeder.pub_odom = pub_twist  # wait_connected() checks the speed publisher too
+
+    proc = start_node('training_node', params, overrides, tmp_path / 'twist.log')
+    try:
+        feeder.wait_connected()
+        K = Camera(W, H).K
+        info = CameraInfo(header=Header(frame_id='cam'), width=W, height=H)
+        info.k = K.reshape(-1).tolist()
+        feeder.pub_info.publish(info)
+        time.sleep(0.2)
+        for f in frames:
+            for dt in (0.0, 0.05):
+                msg = TwistWithCovarianceStamped(header=Header(stamp=to_time(f.stamp + dt), frame_id='base_link'))
+                msg.twist.twist.linear.x = f.speed
+                pub_twist.publish(msg)
+            feeder.pub_image.publish(Image(header=Header(stamp=to_time(f.stamp), frame_id='cam'), height=H,
+                                           width=W, encoding='rgb8', step=W * 3, data=f.rgb.tobytes()))
+            time.sleep(0.02)
+        path = probe.wait_for(lambda: feeder.checkpoints, 120, 'a checkpoint trained from twist speeds')[0]
+        assert read_metadata(path)['step'] >= 2
+        probe.wait_for(lambda: feeder.step() is not None, 10, 'diagnostics')
+        values = {kv.key: kv.value for kv in feeder.diags[-1].status[0].values}
+        assert int(values['triplets']) >= 10 and 'skipped_no_speed' not in values
+    finally:
+        stop_node(proc)
+        probe.close()

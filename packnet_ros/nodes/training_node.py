@@ -78,8 +78,8 @@ def stamp_seconds(header: Header) -> float:
 
 
 class TrainingNode(Node):
-    def __init__(self):
-        super().__init__('training_node')
+    def __init__(self, **kwargs):
+        super().__init__('training_node', **kwargs)
         p = self.params = declare_parameters(self, PARAMETERS)
         if p['velocity_source'] not in ('odom', 'twist'):
             raise ValueError(f'velocity_source must be "odom" or "twist", got {p["velocity_source"]!r}')

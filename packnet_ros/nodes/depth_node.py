@@ -259,6 +259,10 @@ class DepthNode(Node):
             'latency_ms_mean': f'{np.mean(latency):.1f}' if latency else 'nan',
             'latency_ms_p95': f'{np.percentile(latency, 95):.1f}' if latency else 'nan',
             'inference_ms_p50': f'{np.median(inference):.1f}' if inference else 'nan',
+            # per frame: receipt -> published, minus that frame's inference (both deques hold
+            # the same frames in the same order)
+            'overhead_ms_p50': (f'{np.median(np.subtract(latency, inference)):.1f}'
+                                if latency and len(latency) == len(inference) else 'nan'),
             'processed': str(self.stats['processed']),
             'dropped': str(self.frames.dropped),
             'errors': str(self.stats['errors']),

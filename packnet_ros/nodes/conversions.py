@@ -73,6 +73,11 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """Raw or compressed image message -> RGB uint8 [H,W,3]."""
+    return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+
+
 def _as_array(data: np.ndarray) -> array.array:
     out = array.array('B')
     out.frombytes(np.ascontiguousarray(data).data.cast('B'))

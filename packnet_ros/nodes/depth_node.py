@@ -27,10 +27,10 @@ from packnet_ros.image import colorize_depth
 from packnet_ros.inference import DepthEstimator, resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS
 from packnet_ros.nodes.conversions import (
-    ConversionError, camera_matrix, compressed_to_rgb, depth_to_image, depth_to_points, image_to_rgb,
-    points_to_cloud, rgb_to_image, scaled_camera_info)
+    ConversionError, camera_matrix, depth_to_image, depth_to_points, points_to_cloud, rgb_to_image,
+    scaled_camera_info, to_rgb)
 from packnet_ros.nodes.diagnostics import StatusPublisher
-from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.parameters import declare_parameters, input_qos, subscribe_image
 
 WARN_PERIOD_S = 5.0
 
@@ -97,14 +97,9 @@ class DepthNode(Node):
         self._warned_no_info = False
         self._running = True
 
-        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p['qos_depth'],
-                            reliability=(ReliabilityPolicy.RELIABLE if p['qos_reliability'] == 'reliable'
-                                         else ReliabilityPolicy.BEST_EFFORT))
+        qos_in = input_qos(p)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        if p['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed', self.on_image, qos_in)
-        else:
-            self.create_subscription(Image, 'image', self.on_image, qos_in)
+        subscribe_image(self, p, self.on_image, qos_in)
         self.create_subscription(CameraInfo, 'camera_info', self.on_camera_info, qos_in)
         self.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
@@ -205,7 +200,7 @@ class DepthNode(Node):
                 self.get_logger().error(f'failed to process image: {exc!r}', throttle_duration_sec=WARN_PERIOD_S)
 
     def process(self, msg: Image | CompressedImage, received: float) -> None:
-        rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        rgb = to_rgb(msg)
         est = self.estimator
         net_rgb = cv2.resize(rgb, (est.width, est.height), interpolation=cv2.INTER_AREA)
         started = time.monotonic()

@@ -19,7 +19,7 @@ from geometry_msgs.msg import TwistStamped, TwistWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
@@ -27,9 +27,9 @@ from packnet_ros.checkpoints import CheckpointError, load_checkpoint, networks_f
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.inference import resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet
-from packnet_ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb, image_to_rgb
+from packnet_ros.nodes.conversions import ConversionError, camera_matrix, to_rgb
 from packnet_ros.nodes.diagnostics import StatusPublisher
-from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.parameters import declare_parameters, input_qos, subscribe_image
 from packnet_ros.training import ReplayBuffer, Trainer, TripletAccumulator
 
 WARN_PERIOD_S = 5.0
@@ -107,13 +107,8 @@ class TrainingNode(Node):
         self.announced_state: dict | None = None
         self.announced_path: Path | None = None
 
-        qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p['qos_depth'],
-                            reliability=(ReliabilityPolicy.RELIABLE if p['qos_reliability'] == 'reliable'
-                                         else ReliabilityPolicy.BEST_EFFORT))
-        if p['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed', self.on_image, qos_in)
-        else:
-            self.create_subscription(Image, 'image', self.on_image, qos_in)
+        qos_in = input_qos(p)
+        subscribe_image(self, p, self.on_image, qos_in)
         self.create_subscription(CameraInfo, 'camera_info', self.on_camera_info, qos_in)
         if p['velocity_source'] == 'odom':
             self.create_subscription(Odometry, 'odom', self.on_velocity, qos_in)
@@ -193,7 +188,7 @@ class TrainingNode(Node):
                                    throttle_duration_sec=WARN_PERIOD_S)
             return
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+            rgb = to_rgb(msg)
         except ConversionError as exc:
             self.stats['bad_image'] += 1
             self.get_logger().warn(f'dropping image: {exc}', throttle_duration_sec=WARN_PERIOD_S)

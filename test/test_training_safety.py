@@ -24,7 +24,7 @@ def node(tmp_path):
     node = TrainingNode(context=context, parameter_overrides=overrides)
     triplets, K = kitti_triplets()
     node.K = K
-    node.trainer.K = torch.as_tensor(K, dtype=torch.float32)
+    node.trainer.set_intrinsics(K)
     node.triplets = triplets
     yield node
     node.stop()

@@ -173,6 +173,7 @@ class TrainingNode(Node):
             return
         h, w = self.params['height'], self.params['width']
         self.K = scale_intrinsics(K, w / msg.width, h / msg.height)
+        self.trainer.set_intrinsics(self.K)
         self.image_size = (msg.width, msg.height)
 
     def on_velocity(self, msg: Odometry | TwistStamped | TwistWithCovarianceStamped) -> None:
@@ -226,7 +227,6 @@ class TrainingNode(Node):
                 time.sleep(0.1)
                 continue
             try:
-                self.trainer.K = torch.as_tensor(self.K, dtype=torch.float32, device=self.device)
                 out = self.trainer.step(batch)
             except Exception as exc:  # keep the node alive; the next batch may be fine
                 self.get_logger().error(f'training step failed: {exc!r}', throttle_duration_sec=WARN_PERIOD_S)

@@ -40,7 +40,7 @@ class Trainer:
         self.device = device
         self.depth_net = depth_net.to(device)
         self.pose_net = pose_net.to(device)
-        self.K = torch.as_tensor(K, dtype=torch.float32, device=device)
+        self.set_intrinsics(K)
         self.velocity_weight = velocity_weight
         self.lr = lr
         self.warmup_steps = warmup_steps
@@ -49,6 +49,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=lr)
         self.step_count = 0
         self.skipped_nonfinite = 0
+
+    def set_intrinsics(self, K: np.ndarray) -> None:
+        """Intrinsics [3,3] at the training resolution (e.g. when a new camera_info arrives)."""
+        self.K = torch.as_tensor(K, dtype=torch.float32, device=self.device)
 
     def losses(self, triplets: list[Triplet]) -> dict[str, torch.Tensor]:
         target, context, distances = triplets_to_batch(triplets, self.device)

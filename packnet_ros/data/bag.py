@@ -72,13 +72,19 @@ def quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, flo
             cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
 
 
+def mercator(lat_deg: float, lon_deg: float, scale: float) -> tuple[float, float]:
+    """(east, north) metres of KITTI's devkit projection; scale = cos(latitude of the first packet)."""
+    return (scale * EARTH_RADIUS * math.radians(lon_deg),
+            scale * EARTH_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(lat_deg) / 2)))
+
+
 def odometry_msg(packet, origin: tuple[float, float, float], scale: float):
     """OXTS packet -> Odometry: Mercator position (east, north, up) relative to the first packet,
     roll/pitch/yaw orientation, body-frame velocity (vf, vl, vu) and rates (wf, wl, wu)."""
     t = TYPESTORE.types
     v = packet.values
-    east = scale * EARTH_RADIUS * math.radians(v['lon']) - origin[0]
-    north = scale * EARTH_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(v['lat']) / 2)) - origin[1]
+    east, north = mercator(v['lat'], v['lon'], scale)
+    east, north = east - origin[0], north - origin[1]
     qx, qy, qz, qw = quaternion(v['roll'], v['pitch'], v['yaw'])
     Point, Quat, Vec = t['geometry_msgs/msg/Point'], t['geometry_msgs/msg/Quaternion'], t['geometry_msgs/msg/Vector3']
     pose = t['geometry_msgs/msg/PoseWithCovariance'](
@@ -106,10 +112,9 @@ def write_kitti_bag(drive_dir: str | Path, out_bag: str | Path, storage: str = '
     if len(packets) != len(drive.frames):
         raise KittiError(f'{len(drive.frames)} images but {len(packets)} OXTS packets in {drive.path}')
     frame_id = f'kitti_camera_0{camera}_optical'
-    lat0 = math.radians(packets[0].values['lat'])
-    scale = math.cos(lat0)
-    origin = (scale * EARTH_RADIUS * math.radians(packets[0].values['lon']),
-              scale * EARTH_RADIUS * math.log(math.tan(math.pi / 4 + lat0 / 2)), packets[0].values['alt'])
+    first = packets[0].values
+    scale = math.cos(math.radians(first['lat']))
+    origin = (*mercator(first['lat'], first['lon'], scale), first['alt'])
 
     staging = out_bag.parent / f'.{out_bag.name}.partial'  # same filesystem: the final rename is atomic
     shutil.rmtree(staging, ignore_errors=True)

@@ -119,7 +119,8 @@ class DepthNode(Node):
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
         p = self.params
-        options = dict(precision=p['precision'], min_depth=0.0, max_depth=float('inf'))
+        # The estimator does not clip: out-of-range depth is published as NaN in process().
+        options = dict(precision=p['precision'])
         if checkpoint:
             estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
                                                        str(self.device), **options)

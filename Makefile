@@ -8,7 +8,7 @@ DEMO_SECONDS ?= 240
 # Optional: SOURCE=<KITTI drive folder or bag>  CHECKPOINT=<.ckpt>
 DEMO_ARGS = --seconds $(DEMO_SECONDS) $(if $(SOURCE),--source $(SOURCE)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
-.PHONY: setup test bench demo clean
+.PHONY: setup test lint bench demo clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The suite includes test/test_lint.py (ruff, as ament_flake8/ament_pep257 in ROS 2 packages).
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 demo: setup
 	$(VENV)/bin/packnet-ros demo --out demo_out $(DEMO_ARGS)

@@ -10,7 +10,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'test'))
+from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.inference import DepthEstimator, resolve_device
+from packnet_ros.networks import PackNet01, PackNetSlim01
+from packnet_ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
 
-from packnet_ros.checkpoints import save_checkpoint  # noqa: E402
-from packnet_ros.inference import DepthEstimator, resolve_device  # noqa: E402
-from packnet_ros.networks import PackNet01, PackNetSlim01  # noqa: E402
-from packnet_ros.nodes.conversions import (  # noqa: E402
-    depth_to_image, depth_to_points, image_to_rgb, points_to_cloud)
+REPO = Path(__file__).resolve().parents[1]
+
 
 H, W = 192, 640
 MODELS = {'PackNet01': lambda: PackNet01(), 'PackNetSlim01-w0.25': lambda: PackNetSlim01(width=0.25)}
@@ -100,12 +98,12 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
-    from ros_helpers import REPO as repo, Probe, start_node, stop_node
 
-    proc = start_node('depth_node', repo / 'config' / 'depth.yaml',
-                      {'checkpoint': str(ckpt), 'device': 'cpu', 'width': W, 'height': H,
-                       'qos_reliability': 'reliable'}, tmp / f'{name}.log')
-    probe = Probe('bench')
+    from packnet_ros.node_process import ClientNode, start_node
+
+    proc = start_node('depth_node', tmp / f'{name}.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt), 'device': 'cpu', 'width': W, 'height': H})
+    probe = ClientNode('bench')
     received, diags = {}, []
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub = probe.node.create_publisher(Image, 'image', qos)
@@ -114,7 +112,9 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
         m.header.stamp.nanosec, time.perf_counter()), qos)
     probe.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     try:
-        probe.wait_for(lambda: pub.get_subscription_count() > 0, 120, 'depth_node')
+        probe.wait_for(lambda: any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                                   for i in probe.node.get_subscriptions_info_by_topic('/image')), 120,
+                       'depth_node to subscribe reliably (qos_reliability auto)')
         info = CameraInfo(width=1242, height=375)
         info.k = [721.5, 0, 609.6, 0, 721.5, 172.9, 0, 0, 1]
         pub_info.publish(info)
@@ -136,7 +136,7 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
         inference_ms = float(node_values['inference_ms_p50'])
         in_node_overhead_ms = float(node_values['overhead_ms_p50'])
         node_latency_ms = float(node_values['latency_ms_mean'])
-        rss_before = rss_mb(proc.pid)
+        rss_before = rss_mb(proc.popen.pid)
         start, count0 = time.perf_counter(), len(received)
         i = 10_000
         while time.perf_counter() - start < max(5.0, 3 * statistics.median(latencies) / 1000):
@@ -145,10 +145,10 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
             time.sleep(0.01)  # ~100 Hz offered
         time.sleep(2 * statistics.median(latencies) / 1000)
         fps = (len(received) - count0) / (time.perf_counter() - start)
-        rss_after = rss_mb(proc.pid)
+        rss_after = rss_mb(proc.popen.pid)
     finally:
         probe.close()
-        stop_node(proc)
+        proc.stop()
     result = {'e2e_latency_ms_p50': statistics.median(latencies), 'node_inference_ms_p50': inference_ms,
               'in_node_overhead_ms_p50': in_node_overhead_ms,
               'transport_ms': statistics.mean(every) - node_latency_ms,
@@ -196,7 +196,8 @@ def main() -> None:
                 report['node'][name] = node
                 print(f'node   {name:22s} overhead {node["overhead_ms"]:.1f} ms = '
                       f'{node["overhead_pct_of_model"]:.1f}% of model time (in node '
-                      f'{node["in_node_overhead_ms_p50"]:.1f} ms, transport {node["transport_ms"]:.1f} ms)', flush=True)
+                      f'{node["in_node_overhead_ms_p50"]:.1f} ms, transport {node["transport_ms"]:.1f} ms)',
+                      flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -1,6 +1,6 @@
 """Training benchmark: step time per model and resolution, and triplet ingest rate while training.
 
-    make bench   (or: .venv/bin/python benchmarks/bench_training.py --out bench_out/training.json)
+make bench   (or: .venv/bin/python benchmarks/bench_training.py --out bench_out/training.json)
 """
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def main() -> None:
                 seconds = step_time(name, h, w, batch, args.repeat, device)
                 rows.append({'model': name, 'size': f'{w}x{h}', 'batch': batch, 'device': str(device),
                              'step_s': seconds, 'samples_per_s': batch / seconds})
-                print(f'train  {name:22s} {w}x{h:<4d} batch {batch}  {device.type:4s} {seconds:8.3f} s/step', flush=True)
+                print(f'train  {name:22s} {w}x{h:<4d} batch {batch}  {device.type:4s} {seconds:8.3f} s/step',
+                      flush=True)
     ingest = ingest_rate()
     print(f'ingest {ingest["triplets_per_s"]:.1f} triplets/s while training '
           f'({ingest["train_steps_per_s_meanwhile"]:.2f} steps/s)', flush=True)

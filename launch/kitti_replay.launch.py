@@ -6,11 +6,12 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -42,6 +43,7 @@ def generate_launch_description():
              output='screen', remappings=[('depth_gt', '/kitti/depth_gt')],
              parameters=[{'output_json': LaunchConfiguration('output_json')}]),
         Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
-             arguments=['-d', os.path.join(config, 'packnet.rviz')], condition=IfCondition(LaunchConfiguration('rviz'))),
+             arguments=['-d', os.path.join(config, 'packnet.rviz')],
+             condition=IfCondition(LaunchConfiguration('rviz'))),
     ]
     return LaunchDescription(args + nodes)

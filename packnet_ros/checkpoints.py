@@ -7,6 +7,10 @@ other class into an inert placeholder, so neither yacs nor packnet-sfm is needed
 
 Our format is a plain dict (loads with weights_only=True) written atomically: temp file,
 fsync, read back and checked, rename, fsync of the directory.
+
+Every load is verified before anything uses it: the zip records' CRCs (a flipped bit), our
+metadata's presence and types, and that every weight is finite. A checkpoint that fails is
+rejected with a CheckpointError that names the file and the reason.
 """
 from __future__ import annotations
 
@@ -15,12 +19,13 @@ import io
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from packnet_ros.networks import DEPTH_NETWORKS, PackNet, PoseNet
+from packnet_ros.networks import DEPTH_NETWORKS, PackNet, PoseNet, build_depth_net
 
 FORMAT = 'packnet_ros'
 FORMAT_VERSION = 1
@@ -104,11 +109,26 @@ class restricted_pickle:
         return RestrictedUnpickler(file, **kwargs).load()
 
 
+def _check_archive(path: Path) -> None:
+    """CRC of every record of a zip checkpoint: torch.load alone accepts flipped bits."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
+    if bad is not None:
+        raise CheckpointError(f'checkpoint {path} is corrupt: record {bad!r} fails its CRC check')
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
-    """torch.load without running pickled code; mmap for zip files so metadata reads are cheap."""
-    if not path.is_file():
+    """torch.load without running pickled code, after checking the archive's integrity."""
+    if not path.exists():
         raise CheckpointError(f'checkpoint {path} does not exist')
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} is not a regular file')
     is_zip = zipfile.is_zipfile(path)
+    if is_zip:
+        _check_archive(path)
     try:
         try:
             return torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
@@ -126,12 +146,6 @@ def _torch_load(path: Path, map_location: Any) -> Any:
 # Architecture inference
 
 
-def build_depth_net(arch: str, version: str = '1A', width: float = 1.0) -> PackNet:
-    if arch not in DEPTH_NETWORKS:
-        raise ValueError(f'unknown depth architecture {arch!r}; known: {sorted(DEPTH_NETWORKS)}')
-    return DEPTH_NETWORKS[arch](version=version, width=width)
-
-
 def _shape(state: dict, key: str, path: Path) -> torch.Size:
     if key not in state:
         raise CheckpointError(f'{path}: depth weights lack key {key!r}; not a PackNet state_dict '
@@ -139,8 +153,8 @@ def _shape(state: dict, key: str, path: Path) -> torch.Size:
     return state[key].shape
 
 
-def infer_depth_spec(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
-    """Architecture, version and width of a PackNet state_dict, from its shapes alone."""
+def infer_depth_spec(state: dict[str, torch.Tensor], path: Path) -> tuple[str, str, float]:
+    """(architecture, version, width) of a PackNet state_dict, from its shapes alone."""
     d = _shape(state, 'pack1.conv3d.weight', path)[0]
     arch = next((a for a, cls in DEPTH_NETWORKS.items() if cls.num_3d_feat == d), None)
     if arch is None:
@@ -152,7 +166,7 @@ def infer_depth_spec(state: dict[str, torch.Tensor], path: Path) -> dict[str, An
     if iconv5_in != n5 + n4:
         raise CheckpointError(f'{path}: iconv5 takes {iconv5_in} channels, not {n5}+{n4}: a PackNet '
                               'version other than 1A (skip concatenation), which is not supported')
-    return {'arch': arch, 'version': '1A', 'width': ni / cls.base_ni}
+    return arch, '1A', ni / cls.base_ni
 
 
 def _load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
@@ -183,7 +197,116 @@ def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[st
     return {}
 
 
-def _split_official(ckpt: Any, path: Path) -> tuple[dict, dict]:
+# --------------------------------------------------------------------------------------
+# Verification
+
+
+def _check_state(state: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A {name: tensor} mapping whose floating tensors are all finite."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f'{path}: {what} weights are not a mapping of names to tensors')
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f'{path}: {what} weights are not finite (NaN or inf) in {len(bad)} tensors, '
+                              f'e.g. {bad[:3]}')
+    return state
+
+
+def _check_optimizer(optimizer: Any, path: Path) -> dict | None:
+    if optimizer is None:
+        return None
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get('state'), dict) \
+            or not isinstance(optimizer.get('param_groups'), list):
+        raise CheckpointError(f'{path}: optimizer state is not an optimizer state_dict')
+    for slot in optimizer['state'].values():
+        tensors = {k: v for k, v in slot.items() if isinstance(v, torch.Tensor)} if isinstance(slot, dict) else {}
+        _check_state(tensors, path, 'optimizer')
+    return optimizer
+
+
+# field: (accepted types, may be None)
+_OUR_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    'arch': ((str,), False), 'version': ((str,), False), 'width': ((float, int), False),
+    'nb_ref_imgs': ((int,), True), 'input_size': ((list, tuple), True), 'step': ((int,), False),
+    'created': ((str,), True), 'extra': ((dict,), True), 'depth_net': ((dict,), False),
+    'pose_net': ((dict,), True), 'optimizer': ((dict,), True),
+}
+
+
+def _check_ours(ckpt: dict, path: Path) -> None:
+    """Every metadata field of our format present and of the right type."""
+    for name, (types, optional) in _OUR_FIELDS.items():
+        if name not in ckpt:
+            raise CheckpointError(f'{path}: packnet_ros checkpoint lacks {name!r}')
+        value = ckpt[name]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise CheckpointError(f'{path}: {name!r} is {value!r} ({type(value).__name__}), expected '
+                                  + ' or '.join(t.__name__ for t in types))
+    if ckpt['arch'] not in DEPTH_NETWORKS:
+        raise CheckpointError(f'{path}: unknown architecture {ckpt["arch"]!r}; known: {sorted(DEPTH_NETWORKS)}')
+    if not ckpt['width'] > 0 or ckpt['step'] < 0:
+        raise CheckpointError(f'{path}: width {ckpt["width"]} and step {ckpt["step"]} must be positive')
+    size = ckpt['input_size']
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in size)):
+        raise CheckpointError(f'{path}: input_size {size!r} is not two positive multiples of 32')
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: what network it holds, how far it was trained, its weights.
+
+    Official packnet-sfm files have format 'packnet-sfm', no input size and no optimizer.
+    """
+
+    path: Path
+    format: str
+    arch: str
+    version: str
+    width: float
+    depth_state: dict[str, torch.Tensor]
+    pose_state: dict[str, torch.Tensor] | None = None
+    nb_ref_imgs: int | None = None
+    input_size: tuple[int, int] | None = None
+    step: int = 0
+    optimizer: dict | None = None
+    extra: dict = field(default_factory=dict)
+    created: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f'{self.arch}(width={self.width:g}) {self.path.name}'
+
+    def networks(self) -> tuple[PackNet, PoseNet | None]:
+        """Build and fill the networks (eval mode); the pose network only if the file has one."""
+        depth_net = build_depth_net(self.arch, self.width, self.version)
+        _load_state(depth_net, self.depth_state, self.path, 'depth')
+        pose_net = None
+        if self.pose_state:
+            pose_net = PoseNet(nb_ref_imgs=self.nb_ref_imgs or 2)
+            _load_state(pose_net, self.pose_state, self.path, 'pose')
+            pose_net.eval()
+        return depth_net.eval(), pose_net
+
+
+def _ours(ckpt: dict, path: Path) -> Checkpoint:
+    _check_ours(ckpt, path)
+    return Checkpoint(
+        path=path, format=FORMAT, arch=ckpt['arch'], version=ckpt['version'], width=float(ckpt['width']),
+        depth_state=_check_state(ckpt['depth_net'], path, 'depth'),
+        pose_state=_check_state(ckpt['pose_net'], path, 'pose') if ckpt['pose_net'] is not None else None,
+        nb_ref_imgs=ckpt['nb_ref_imgs'], input_size=tuple(ckpt['input_size']) if ckpt['input_size'] else None,
+        step=ckpt['step'], optimizer=_check_optimizer(ckpt['optimizer'], path), extra=ckpt['extra'] or {},
+        created=ckpt['created'])
+
+
+def _official(ckpt: Any, path: Path) -> Checkpoint:
     state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: neither a packnet_ros checkpoint nor a packnet-sfm one '
@@ -192,61 +315,28 @@ def _split_official(ckpt: Any, path: Path) -> tuple[dict, dict]:
     if not depth:
         raise CheckpointError(f'{path}: state_dict has no depth network weights '
                               f'(expected keys starting with {OFFICIAL_PREFIXES["depth"][0]!r})')
-    return depth, _strip(state, OFFICIAL_PREFIXES['pose'])
+    pose = _strip(state, OFFICIAL_PREFIXES['pose']) or None
+    arch, version, width = infer_depth_spec(_check_state(depth, path, 'depth'), path)
+    step = ckpt.get('global_step', 0)
+    return Checkpoint(path=path, format='packnet-sfm', arch=arch, version=version, width=width,
+                      depth_state=depth, pose_state=_check_state(pose, path, 'pose') if pose else None,
+                      nb_ref_imgs=pose['pose_pred.weight'].shape[0] // 6 if pose and 'pose_pred.weight' in pose
+                      else None,
+                      step=step if isinstance(step, int) and not isinstance(step, bool) else 0)
 
 
-def _is_ours(ckpt: Any) -> bool:
-    return isinstance(ckpt, dict) and ckpt.get('format') == FORMAT
-
-
-# --------------------------------------------------------------------------------------
-# Public API
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu') -> dict[str, Any]:
-    """Read any supported checkpoint into a uniform dict.
-
-    Keys: 'metadata' (see read_metadata), 'depth_state', 'pose_state' (or None) and,
-    for our format, 'optimizer' (or None) and 'extra'.
-    """
+def load_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu') -> Checkpoint:
+    """Read and verify an official packnet-sfm `.ckpt` or one of ours; CheckpointError if unusable."""
     path = Path(path)
     ckpt = _torch_load(path, map_location)
-    if _is_ours(ckpt):
-        meta = {k: ckpt[k] for k in ('arch', 'version', 'width', 'nb_ref_imgs', 'input_size', 'step', 'created')}
-        meta['format'] = FORMAT
-        return {'metadata': meta, 'depth_state': ckpt['depth_net'], 'pose_state': ckpt.get('pose_net'),
-                'optimizer': ckpt.get('optimizer'), 'extra': ckpt.get('extra', {})}
-    depth, pose = _split_official(ckpt, path)
-    meta = infer_depth_spec(depth, path)
-    meta.update(format='packnet-sfm', input_size=None, created=None,
-                nb_ref_imgs=(pose['pose_pred.weight'].shape[0] // 6) if 'pose_pred.weight' in pose else None,
-                step=int(ckpt.get('global_step', 0)) if isinstance(ckpt.get('global_step', 0), int) else 0)
-    return {'metadata': meta, 'depth_state': depth, 'pose_state': pose or None, 'optimizer': None, 'extra': {}}
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Architecture and training state of a checkpoint: at least 'arch', 'step', 'width', 'version'."""
-    return load_checkpoint(path)['metadata']
-
-
-def networks_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = '<memory>'
-                             ) -> tuple[PackNet, PoseNet | None]:
-    """Build and fill the networks described by a load_checkpoint() result (eval mode)."""
-    path = Path(path)
-    meta = ckpt['metadata']
-    depth_net = build_depth_net(meta['arch'], meta['version'], meta['width'])
-    _load_state(depth_net, ckpt['depth_state'], path, 'depth')
-    pose_net = None
-    if ckpt['pose_state']:
-        pose_net = PoseNet(nb_ref_imgs=meta['nb_ref_imgs'] or 2)
-        _load_state(pose_net, ckpt['pose_state'], path, 'pose')
-        pose_net.eval()
-    return depth_net.eval(), pose_net
+    if isinstance(ckpt, dict) and ckpt.get('format') == FORMAT:
+        return _ours(ckpt, path)
+    return _official(ckpt, path)
 
 
 def load_networks(path: str | os.PathLike, map_location: Any = 'cpu') -> tuple[PackNet, PoseNet | None]:
     """(depth_net, pose_net or None) from an official packnet-sfm `.ckpt` or one of ours."""
-    return networks_from_checkpoint(load_checkpoint(path, map_location), path)
+    return load_checkpoint(path, map_location).networks()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -263,7 +353,7 @@ def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseN
     """Write our format atomically; the final name only ever holds a complete, verified file.
 
     `optimizer` is an optimizer state_dict (for resuming training); `extra` plain data
-    such as loss values.
+    such as loss values. Non-finite weights are refused (CheckpointError), never written.
     """
     path = Path(path)
     payload = {
@@ -290,7 +380,7 @@ def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseN
             f.flush()
             os.fsync(f.fileno())
         written = load_checkpoint(tmp)
-        if written['metadata']['step'] != payload['step'] or set(written['depth_state']) != set(payload['depth_net']):
+        if written.step != payload['step'] or set(written.depth_state) != set(payload['depth_net']):
             raise CheckpointError(f'{tmp}: read-back differs from what was written')
         os.replace(tmp, path)
     finally:

@@ -57,12 +57,13 @@ def run_infer(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from packnet_ros.data.synthetic import write_kitti_drive
+    from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 
     if args.frames < 3:
         raise ValueError(f'--frames must be at least 3 (one triplet), got {args.frames}')
     with tqdm(total=args.frames, desc='rendering', unit='frame') as bar:
-        drive = write_kitti_drive(args.out_dir, args.frames, args.seed, args.width, args.height,
+        rig = CameraRig(args.width, args.height, args.fov, args.camera_height)
+        drive = write_kitti_drive(args.out_dir, args.frames, args.seed, rig,
                                   workers=args.workers, progress=lambda done, total: bar.update(done - bar.n))
     print(f'wrote {args.frames} frames to {drive}')
     return 0
@@ -84,7 +85,7 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from packnet_ros.nodes.demo import run_demo as demo
+    from packnet_ros.demo import run_demo as demo
 
     report = demo(Path(args.out), args.seconds, args.source, args.checkpoint, args.frames, args.seed)
     first, last = report['metrics_first'], report['metrics_last']
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument('--seed', type=int, default=0)
     synth.add_argument('--width', type=int, default=640)
     synth.add_argument('--height', type=int, default=192)
+    synth.add_argument('--fov', type=float, default=80.0, help='horizontal field of view, degrees')
+    synth.add_argument('--camera-height', type=float, default=1.65, help='camera height above the road, metres')
     synth.add_argument('--workers', type=int, default=2, help='rendering processes')
     synth.set_defaults(func=run_synth)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint, networks_from_checkpoint
+from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
 
@@ -25,12 +25,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def mask_out_of_range(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """Depth outside [min_depth, max_depth] becomes NaN: 'no valid measurement' (REP 118)."""
+    return depth.masked_fill((depth < min_depth) | (depth > max_depth), float('nan'))
+
+
 @dataclass
 class DepthEstimator:
     """A depth network ready for inference at a fixed input size.
 
     infer() takes RGB uint8 at any size and returns depth in metres at network
-    resolution (depth = 1 / inverse depth, clipped to [min_depth, max_depth]).
+    resolution: 1 / inverse depth, NaN outside [min_depth, max_depth] (by default
+    every depth is kept).
     """
 
     net: PackNet
@@ -56,24 +62,21 @@ class DepthEstimator:
                         device: str = 'cpu', **kwargs) -> 'DepthEstimator':
         """Load weights; the input size defaults to the one the checkpoint was trained at."""
         ckpt = load_checkpoint(path)
-        net, _ = networks_from_checkpoint(ckpt, path)
-        meta = ckpt['metadata']
-        trained = meta.get('input_size') or DEFAULT_SIZE
-        return cls(net, height or trained[0], width or trained[1], resolve_device(device),
-                   identity=f'{meta["arch"]}(width={meta["width"]:g}) {os.path.basename(path)}',
-                   step=meta.get('step', 0), **kwargs)
+        net, _ = ckpt.networks()
+        trained = ckpt.input_size or DEFAULT_SIZE
+        return cls(net, height or trained[0], width or trained[1], resolve_device(device), identity=ckpt.name,
+                   step=ckpt.step, **kwargs)
 
     @torch.inference_mode()
     def infer_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
-        """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32)."""
+        """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32, NaN out of range)."""
         rgb = rgb.to(self.device, non_blocking=True)
         if self.device.type == 'cuda':
             rgb = rgb.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             inv_depth = self.net(rgb)
-        depth = 1.0 / inv_depth.float().clamp(min=1e-6)
-        return depth.clamp(self.min_depth, self.max_depth)
+        return mask_out_of_range(1.0 / inv_depth.float().clamp(min=1e-6), self.min_depth, self.max_depth)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""

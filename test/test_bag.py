@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from packnet_ros.cli import main
-from packnet_ros.data.bag import TOPICS, deserialize, read_messages, stamp_ns
+from packnet_ros.data.bag import TOPICS, deserialize, playback, read_messages, stamp_ns, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive, read_calib
-from reference import KITTI_DRIVE, require
+
+from helpers import KITTI_DRIVE, require
 
 
 def by_topic(bag):
@@ -87,3 +88,17 @@ def test_lidar_projection_recovers_projected_depth(tmp_path):
     scan.tofile(drive_copy / 'velodyne_points' / 'data' / '0000000000.bin')
     lidar = drive.lidar_depth(0, depth.shape)
     np.testing.assert_allclose(lidar, depth, rtol=1e-4, atol=1e-4)
+
+
+def test_playback_schedule_keeps_the_recorded_intervals(tmp_path):
+    bag = write_kitti_bag(require(KITTI_DRIVE), tmp_path / 'bag')
+    stamps = [s for _, _, s, _ in read_messages(bag)]
+    played = list(playback(bag, rate=2.0))
+    assert [p[2] for p in played] == stamps  # every message, in order
+    np.testing.assert_allclose([p[0] for p in played], (np.array(stamps) - stamps[0]) / 1e9 / 2.0)
+    later = list(playback(bag, rate=0.5, start_offset=0.25))
+    first = stamps[0] + 250_000_000
+    assert [p[2] for p in later] == [s for s in stamps if s >= first]
+    np.testing.assert_allclose([p[0] for p in later], (np.array([p[2] for p in later]) - first) / 1e9 / 0.5)
+    with pytest.raises(ValueError, match='rate'):
+        next(playback(bag, rate=0))

@@ -2,14 +2,16 @@
 import os
 import sys
 import types
+import zipfile
 
 import pytest
 import torch
 
 from packnet_ros import checkpoints
-from packnet_ros.checkpoints import CheckpointError, load_networks, read_metadata, save_checkpoint
+from packnet_ros.checkpoints import CheckpointError, load_checkpoint, load_networks, save_checkpoint
 from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
-from reference import deterministic_fill, load_fixture
+
+from helpers import deterministic_fill, load_fixture
 
 
 class Payload:
@@ -63,8 +65,8 @@ def test_official_checkpoint_loads_without_its_classes_and_gives_parity(tmp_path
         pose = pose_net(fixture['PoseNet']['target'], fixture['PoseNet']['context'])
     assert (out - fixture['PackNetSlim01']['eval_inv_depth']).abs().max() < 1e-4
     assert (pose - fixture['PoseNet']['pose_vec']).abs().max() < 1e-4
-    meta = read_metadata(path)
-    assert (meta['arch'], meta['version'], meta['width'], meta['format']) == ('PackNetSlim01', '1A', 1.0, 'packnet-sfm')
+    ckpt = load_checkpoint(path)
+    assert (ckpt.arch, ckpt.version, ckpt.width, ckpt.format) == ('PackNetSlim01', '1A', 1.0, 'packnet-sfm')
 
 
 def test_official_packnet01_depth_only(tmp_path):
@@ -82,16 +84,16 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=1e-3)
     path = save_checkpoint(tmp_path / 'step10.ckpt', depth_net, pose_net, step=10, input_size=(96, 320),
                            optimizer=optimizer.state_dict(), extra={'loss': 0.25})
-    meta = read_metadata(path)
-    assert meta['step'] == 10 and meta['arch'] == 'PackNetSlim01' and meta['width'] == 0.25
-    assert meta['input_size'] == [96, 320]
+    ckpt = load_checkpoint(path)
+    assert ckpt.step == 10 and ckpt.arch == 'PackNetSlim01' and ckpt.width == 0.25
+    assert ckpt.input_size == (96, 320)
     loaded, loaded_pose = load_networks(path)
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(loaded(x), depth_net.eval()(x))
     for k, v in pose_net.state_dict().items():
         assert torch.equal(loaded_pose.state_dict()[k], v)
-    assert checkpoints.load_checkpoint(path)['optimizer']['param_groups'][0]['lr'] == 1e-3
+    assert ckpt.optimizer['param_groups'][0]['lr'] == 1e-3 and ckpt.extra == {'loss': 0.25}
     assert [p.name for p in tmp_path.iterdir()] == ['step10.ckpt']  # no temp file left behind
 
 
@@ -136,5 +138,56 @@ def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints.os, 'replace', crash)
     with pytest.raises(OSError, match='power loss'):
         save_checkpoint(path, PackNetSlim01(width=0.25), step=2)
-    assert read_metadata(path)['step'] == 1
+    assert load_checkpoint(path).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ['latest.ckpt']
+
+
+def test_non_finite_weights_are_rejected_and_never_written(tmp_path):
+    net = PackNetSlim01(width=0.25)
+    path = save_checkpoint(tmp_path / 'good.ckpt', net)
+    with torch.no_grad():
+        net.disp1_layer.conv1.weight[0, 0, 0, 0] = float('nan')
+    with pytest.raises(CheckpointError, match='not finite.*disp1_layer.conv1.weight'):
+        save_checkpoint(tmp_path / 'poisoned.ckpt', net)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good.ckpt']
+    payload = torch.load(path, weights_only=True)  # a NaN written by something else is refused on load
+    payload['depth_net']['pre_calc.conv_base.bias'][3] = float('inf')
+    torch.save(payload, tmp_path / 'inf.ckpt')
+    with pytest.raises(CheckpointError, match='inf.ckpt.*not finite'):
+        load_checkpoint(tmp_path / 'inf.ckpt')
+
+
+def test_a_flipped_bit_is_caught_by_the_archive_check(tmp_path):
+    path = save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:  # flip one bit inside the largest tensor record
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    offset = record.header_offset + 30 + len(record.filename) + len(record.extra) + record.file_size // 2
+    data[offset] ^= 0x10
+    (tmp_path / 'flipped.ckpt').write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match='flipped.ckpt.*CRC'):
+        load_checkpoint(tmp_path / 'flipped.ckpt')
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('step', None, "'step' is None"), ('arch', 'ResNet18', 'unknown architecture'),
+    ('input_size', [96, 100], 'multiples of 32'), ('width', '0.25', "'width' is '0.25'"),
+    ('depth_net', None, "'depth_net' is None"), ('pose_net', {'conv1.0.weight': 'text'}, 'pose weights are not')])
+def test_our_metadata_is_checked_field_by_field(tmp_path, field, value, message):
+    payload = torch.load(save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25)), weights_only=True)
+    payload[field] = value
+    torch.save(payload, tmp_path / 'bad.ckpt')
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / 'bad.ckpt')
+    del payload[field]
+    torch.save(payload, tmp_path / 'missing.ckpt')
+    with pytest.raises(CheckpointError, match=f'missing.ckpt.*{field}'):
+        load_checkpoint(tmp_path / 'missing.ckpt')
+
+
+def test_a_directory_or_fifo_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match='is not a regular file'):
+        load_checkpoint(tmp_path)
+    os.mkfifo(tmp_path / 'pipe.ckpt')
+    with pytest.raises(CheckpointError, match='pipe.ckpt is not a regular file'):
+        load_checkpoint(tmp_path / 'pipe.ckpt')

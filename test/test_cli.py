@@ -11,7 +11,8 @@ from packnet_ros.cli import main
 from packnet_ros.image import read_rgb
 from packnet_ros.inference import DepthEstimator
 from packnet_ros.networks import PackNetSlim01
-from reference import KITTI_DRIVE, require
+
+from helpers import KITTI_DRIVE, require
 
 
 @pytest.fixture(scope='module')

@@ -6,8 +6,16 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from packnet_ros.nodes.conversions import (
-    ConversionError, camera_matrix, cloud_to_points, compressed_to_rgb, depth_to_image, depth_to_points,
-    image_to_depth, image_to_rgb, points_to_cloud)
+    ConversionError,
+    camera_matrix,
+    cloud_to_points,
+    compressed_to_rgb,
+    depth_to_image,
+    depth_to_points,
+    image_to_depth,
+    image_to_rgb,
+    points_to_cloud,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)

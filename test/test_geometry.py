@@ -3,9 +3,18 @@ import math
 
 import torch
 
-from packnet_ros.geometry import (Camera, euler_to_mat, invert_pose, pixel_grid, pose_vec_to_mat,
-                                  scale_intrinsics, transform_points, view_synthesis)
-from reference import load_fixture
+from packnet_ros.geometry import (
+    Camera,
+    euler_to_mat,
+    invert_pose,
+    pixel_grid,
+    pose_vec_to_mat,
+    scale_intrinsics,
+    transform_points,
+    view_synthesis,
+)
+
+from helpers import load_fixture
 
 K = torch.tensor([[[100.0, 0.0, 31.5], [0.0, 90.0, 15.5], [0.0, 0.0, 1.0]]])
 

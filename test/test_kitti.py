@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from packnet_ros.data.kitti import KittiDrive, KittiError, parse_timestamp, read_calib
-from reference import KITTI_DRIVE, require
+
+from helpers import KITTI_DRIVE, require
 
 
 @pytest.fixture(scope='module')

@@ -8,9 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import yaml
-
 import pytest
+import yaml
 
 from packnet_ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
 from packnet_ros.nodes.training_node import PARAMETERS as TRAINING_PARAMETERS
@@ -28,12 +27,18 @@ def console_scripts():
 
 def test_launch_executables_are_console_scripts():
     scripts = console_scripts()
-    for launch_file in (REPO / 'launch').glob('*.launch.py'):
+    launch_files = sorted((REPO / 'launch').glob('*.launch.py'))
+    assert len(launch_files) == 3
+    for launch_file in launch_files:
         source = launch_file.read_text()
         ast.parse(source)
-        for executable in re.findall(r"package='packnet_ros', executable='(\w+)'", source):
+        executables = re.findall(r"package='packnet_ros', executable='(\w+)'", source)
+        assert executables, f'{launch_file.name} starts no packnet_ros node (or the pattern no longer matches)'
+        for executable in executables:
             assert executable in scripts, f'{launch_file.name} starts unknown executable {executable}'
-        for config in re.findall(r"'config', '([\w.]+)'", source):
+        configs = re.findall(r"(?:'config'|config), '([\w.]+\.(?:yaml|rviz))'", source)
+        assert configs, f'{launch_file.name} references no config file (or the pattern no longer matches)'
+        for config in configs:
             assert (REPO / 'config' / config).is_file(), f'{launch_file.name} references missing config/{config}'
 
 
@@ -52,6 +57,20 @@ def test_params_files_declare_exactly_the_node_parameters(config, declared):
     for name, value in params.items():
         default = declared[name][0]
         assert type(value) is type(default), f'{name}: {value!r} is not a {type(default).__name__}'
+
+
+def test_demo_overrides_are_parameters_of_the_nodes_they_name():
+    from packnet_ros.nodes.bag_player import PARAMETERS as PLAYER_PARAMETERS
+    from packnet_ros.nodes.depth_evaluator import PARAMETERS as EVALUATOR_PARAMETERS
+    nodes = {'depth_node': DEPTH_PARAMETERS, 'training_node': TRAINING_PARAMETERS,
+             'depth_evaluator': EVALUATOR_PARAMETERS, 'bag_player': PLAYER_PARAMETERS}
+    sections = yaml.safe_load((REPO / 'config' / 'demo.yaml').read_text())
+    assert {key.removeprefix('/**/') for key in sections} == set(nodes)
+    for key, section in sections.items():
+        declared = nodes[key.removeprefix('/**/')]
+        for name, value in section['ros__parameters'].items():
+            assert name in declared, f'{key}: {name} is not a parameter of that node'
+            assert type(value) is type(declared[name][0]), f'{key}: {name}: {value!r}'
 
 
 def test_rviz_config_shows_depth_and_cloud():

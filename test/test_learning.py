@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.data.synthetic import Camera, drive
+from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.training import Trainer, TripletAccumulator
 
@@ -14,7 +14,7 @@ H, W, STEPS, BATCH = 64, 192, 40, 4
 
 @pytest.fixture(scope='module')
 def triplets():
-    frames = list(drive(24, seed=1, camera=Camera(W, H), start_time=3.0))
+    frames = list(drive(24, seed=1, camera=CameraRig(W, H), start_time=3.0))
     acc = TripletAccumulator(H, W)
     out = []
     for f in frames:
@@ -28,7 +28,7 @@ def triplets():
 def train(triplets, velocity_weight):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), Camera(W, H).K, lr=1e-3,
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), CameraRig(W, H).K, lr=1e-3,
                       velocity_weight=velocity_weight, warmup_steps=0)
     held_out = triplets[::5]
     train_set = [t for i, t in enumerate(triplets) if i % 5]
@@ -38,7 +38,8 @@ def train(triplets, velocity_weight):
         trainer.step([train_set[i] for i in rng.choice(len(train_set), BATCH, replace=False)])
     with torch.no_grad():
         after = trainer.losses(held_out)
-    return {k: float(before[k]) for k in ('photometric', 'scale')}, {k: float(after[k]) for k in ('photometric', 'scale')}
+    keys = ('photometric', 'scale')
+    return {k: float(before[k]) for k in keys}, {k: float(after[k]) for k in keys}
 
 
 def test_velocity_loss_gives_metric_scale_and_photometric_loss_falls(triplets):

@@ -5,7 +5,8 @@ import torch
 
 from packnet_ros.geometry import pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, travelled_distance, velocity_loss
-from reference import load_fixture
+
+from helpers import load_fixture
 
 SETTINGS = {'automask_min': dict(automask=True, reduce='min'),
             'mean_no_automask': dict(automask=False, reduce='mean')}

@@ -4,7 +4,8 @@ import pytest
 
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.metrics import METRIC_NAMES, depth_metrics, garg_mask, image_metrics
-from reference import KITTI_DRIVE, require
+
+from helpers import KITTI_DRIVE, require
 
 
 def test_hand_computed_metrics_without_crop():

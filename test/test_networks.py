@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
-from reference import REFERENCE, deterministic_fill, load_fixture, require
+
+from helpers import REFERENCE, deterministic_fill, load_fixture, require
 
 OFFICIAL = {'PackNet01': PackNet01, 'PackNetSlim01': PackNetSlim01, 'PoseNet': PoseNet}
 PARITY_KEYS = {'PackNetSlim01': PackNetSlim01, 'PackNet01_small': PackNet01}

@@ -5,19 +5,21 @@ import time
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from packnet_ros.data.bag import read_messages, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.metrics import depth_metrics
+from packnet_ros.node_process import ClientNode, start_node, write_params_file
 from packnet_ros.nodes.conversions import depth_to_image
-from ros_helpers import Probe, start_node, stop_node
-from reference import KITTI_DRIVE, require
+
+from helpers import DEADLINE, KITTI_DRIVE, require, wait_for_reliable_subscribers
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -27,22 +29,18 @@ def bag(tmp_path_factory):
     return write_kitti_bag(require(KITTI_DRIVE), tmp_path_factory.mktemp('bag') / 'tiny')
 
 
-def write_params(path, name, params):
-    lines = [f'{name}:', '  ros__parameters:'] + [f'    {k}: {json.dumps(v)}' for k, v in params.items()]
-    path.write_text('\n'.join(lines) + '\n')
-    return path
-
-
-def test_player_republishes_identical_bytes_with_original_timing(bag, tmp_path):
-    probe = Probe('player_test')
+def test_player_republishes_identical_bytes_in_order_with_clock(bag, tmp_path):
+    """Timing itself is the schedule's (test_bag.py); a process test on a busy machine cannot
+    measure it, so here: every message, byte for byte, in order, and bag time on /clock."""
+    probe = ClientNode('player_test')
     arrivals = {'/kitti/camera/image_raw': [], '/kitti/odom': [], '/clock': []}
     for topic, cls in (('/kitti/camera/image_raw', Image), ('/kitti/odom', Odometry), ('/clock', Clock)):
         probe.node.create_subscription(cls, topic, lambda raw, t=topic: arrivals[t].append((time.monotonic(), raw)),
                                        RELIABLE, raw=True)
     rate = 2.0
-    params = write_params(tmp_path / 'player.yaml', 'bag_player',
-                          {'bag': str(bag), 'rate': rate, 'wait_for_subscribers': 3, 'start_delay': 1.0})
-    proc = start_node('bag_player', params, {}, tmp_path / 'player.log')
+    params = write_params_file(tmp_path / 'player.yaml',
+                               {'bag': str(bag), 'rate': rate, 'wait_for_subscribers': 3, 'start_delay': 1.0})
+    proc = start_node('bag_player', tmp_path / 'player.log', (params,))
     try:
         last_stamp = max(s for _, _, s, _ in read_messages(bag))
 
@@ -52,21 +50,16 @@ def test_player_republishes_identical_bytes_with_original_timing(bag, tmp_path):
 
         probe.wait_for(lambda: len(arrivals['/kitti/camera/image_raw']) == 7 and len(arrivals['/kitti/odom']) == 7
                        and arrivals['/clock'] and clock_at(arrivals['/clock'][-1][1]) == last_stamp,
-                       30, 'all images, odometry and the final clock')
-        assert proc.wait(timeout=10) == 0  # exits at the end of the bag
+                       DEADLINE, 'all images, odometry and the final clock')
+        assert proc.popen.wait(timeout=DEADLINE) == 0  # exits at the end of the bag
     finally:
-        stop_node(proc)
+        proc.stop()
         probe.close()
     for topic in ('/kitti/camera/image_raw', '/kitti/odom'):
         stored = [raw for _, _, _, raw in read_messages(bag, [topic])]
         assert [bytes(raw) for _, raw in arrivals[topic]] == [bytes(raw) for raw in stored]
-    # Timing, from the small messages (1.4 MB images are fragmented and repaired by DDS, so
-    # their delivery times measure the transport, not the player): the odometry intervals,
-    # and /clock, the bag time of the message being played (a latest-value topic: values may
-    # be superseded, never reordered).
-    odom_wall = np.array([t for t, _ in arrivals['/kitti/odom']])
-    odom_bag = np.array([s for _, _, s, _ in read_messages(bag, ['/kitti/odom'])]) / 1e9
-    np.testing.assert_allclose(np.diff(odom_wall), np.diff(odom_bag) / rate, atol=0.02)
+    # /clock is the bag time of the message being played (a latest-value topic: values may be
+    # superseded, never reordered).
     clock_ns = [clock_at(raw) for _, raw in arrivals['/clock']]
     bag_stamps = [s for _, _, s, _ in read_messages(bag)]
     assert set(clock_ns) <= set(bag_stamps) and clock_ns == sorted(clock_ns) and clock_ns[-1] == bag_stamps[-1]
@@ -78,14 +71,15 @@ def test_evaluator_matches_offline_metrics(tmp_path):
     gts = [drive.projected_depth(f) for f in drive.frames]
     preds = [np.clip(0.5 * g + rng.uniform(1, 5, g.shape), 1, 80).astype(np.float32)[::3, ::3] for g in gts]
     out_json = tmp_path / 'metrics.json'
-    params = write_params(tmp_path / 'evaluator.yaml', 'depth_evaluator', {'output_json': str(out_json)})
-    proc = start_node('depth_evaluator', params, {}, tmp_path / 'evaluator.log')
-    probe = Probe('evaluator_test')
+    proc = start_node('depth_evaluator', tmp_path / 'evaluator.log', parameters={'output_json': str(out_json)})
+    probe = ClientNode('evaluator_test')
     pub_pred = probe.node.create_publisher(Image, 'depth', RELIABLE)
     pub_gt = probe.node.create_publisher(Image, 'depth_gt', RELIABLE)
+    evaluated = []
+    probe.node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: evaluated.extend(
+        int(kv.value) for s in m.status for kv in s.values if kv.key == 'frames'), 10)
     try:
-        probe.wait_for(lambda: pub_pred.get_subscription_count() and pub_gt.get_subscription_count(), 30,
-                       'evaluator')
+        wait_for_reliable_subscribers(probe, ['/depth', '/depth_gt'])
         time.sleep(1.0)  # our side saw the match; give the evaluator's readers time to see ours
         for i, (gt, pred) in enumerate(zip(gts, preds)):
             header = Header(stamp=Time(sec=100 + i, nanosec=5), frame_id='cam')
@@ -94,9 +88,9 @@ def test_evaluator_matches_offline_metrics(tmp_path):
             pub_pred.publish(depth_to_image(pred, header)) if i % 2 else pub_gt.publish(gt_msg)
         unpaired = Header(stamp=Time(sec=999), frame_id='cam')
         pub_pred.publish(depth_to_image(preds[0], unpaired))
-        time.sleep(2.0)
+        probe.wait_for(lambda: evaluated and evaluated[-1] == 7, DEADLINE, 'all 7 pairs evaluated')
     finally:
-        stop_node(proc)
+        proc.stop()
         probe.close()
     report = json.loads(out_json.read_text())
     assert report['summary']['frames'] == 7 and len(report['frames']) == 7

@@ -5,25 +5,25 @@ import torch
 
 from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.data.synthetic import Camera, drive, positions, speed_profile
+from packnet_ros.data.synthetic import CameraRig, drive, positions, speed_profile
 from packnet_ros.geometry import view_synthesis
 from packnet_ros.losses import travelled_distance
 
 
 @pytest.fixture(scope='module')
 def frames():
-    return list(drive(12, seed=7, camera=Camera(192, 64), start_time=4.0))
+    return list(drive(12, seed=7, camera=CameraRig(192, 64), start_time=4.0))
 
 
 def test_deterministic_per_seed(frames):
-    again = list(drive(2, seed=7, camera=Camera(192, 64), start_time=4.0))
+    again = list(drive(2, seed=7, camera=CameraRig(192, 64), start_time=4.0))
     assert np.array_equal(again[0].rgb, frames[0].rgb) and np.array_equal(again[1].depth, frames[1].depth)
-    other = next(drive(1, seed=8, camera=Camera(192, 64), start_time=4.0))
+    other = next(drive(1, seed=8, camera=CameraRig(192, 64), start_time=4.0))
     assert not np.array_equal(other.rgb, frames[0].rgb)
 
 
 def test_warping_with_true_depth_and_pose_reproduces_the_next_frame(frames):
-    K = torch.tensor(Camera(192, 64).K, dtype=torch.float32)[None]
+    K = torch.tensor(CameraRig(192, 64).K, dtype=torch.float32)[None]
     for a, b in zip(frames[:-1:3], frames[1::3]):
         depth = torch.from_numpy(np.where(np.isfinite(a.depth), a.depth, 1e4))[None, None]
         T = torch.eye(4)[None].clone()
@@ -48,7 +48,7 @@ def test_speed_profile_has_a_stop_and_positions_integrate_it():
 def test_depth_is_metric_z(frames):
     f = frames[0]
     v = 63  # bottom row looks at the road: depth = camera height / ray slope
-    K = Camera(192, 64).K
+    K = CameraRig(192, 64).K
     expected = 1.65 / ((v - K[1, 2]) / K[1, 1])
     centre = f.depth[v, 90:102]
     assert np.allclose(centre, expected, rtol=1e-6)
@@ -60,7 +60,7 @@ def test_cli_writes_a_kitti_drive(tmp_path):
     drive_dir = next(tmp_path.glob('*/*_sync'))
     kitti = KittiDrive(drive_dir)
     assert kitti.frames == list(range(6))
-    np.testing.assert_allclose(kitti.intrinsics(), Camera(96, 32).K, rtol=1e-6)
+    np.testing.assert_allclose(kitti.intrinsics(), CameraRig(96, 32).K, rtol=1e-6)
     stamps = np.array(kitti.stamps())
     np.testing.assert_allclose(np.diff(stamps), 0.1, atol=1e-6)
     speeds = [p.speed for p in kitti.oxts()]

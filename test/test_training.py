@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.image import read_rgb
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.training import ReplayBuffer, SpeedTrack, Trainer, Triplet, TripletAccumulator
-from reference import KITTI_DRIVE, require
+
+from helpers import KITTI_DRIVE, kitti_triplets
 
 H, W = 32, 64
 
@@ -81,7 +80,7 @@ def test_unusable_triplets_are_skipped_with_their_reason(case, reason):
 def test_looping_bag_restarts_accumulation():
     acc = TripletAccumulator(H, W)
     emitted = []
-    for loop in range(2):  # the same 0.0 .. 0.5 s recording played twice
+    for _ in range(2):  # the same 0.0 .. 0.5 s recording played twice
         for t in np.arange(0, 0.5, 0.02):
             emitted += acc.add_speed(t, 10.0)
             if round(t * 50) % 5 == 0:
@@ -112,16 +111,6 @@ def test_replay_buffer_respects_count_and_byte_bounds():
     assert {t.stamp for t in buf.sample(5)} == {17.0, 18.0, 19.0}
     with pytest.raises(ValueError, match='exceeds'):
         ReplayBuffer(10, size - 1).add(triplet(0))
-
-
-def kitti_triplets(height=64, width=192):
-    drive = KittiDrive(require(KITTI_DRIVE))
-    acc = TripletAccumulator(height, width)
-    for packet in drive.oxts():
-        acc.add_speed(packet.stamp, packet.speed)
-    triplets = [t for s, f in zip(drive.stamps(), drive.frames) for t in acc.add_frame(s, read_rgb(drive.image_path(f)))]
-    K = scale_intrinsics(drive.intrinsics(), width / 1242, height / 375)
-    return triplets, K
 
 
 def gps_positions(drive):

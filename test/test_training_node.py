@@ -13,9 +13,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 
-from packnet_ros.checkpoints import load_networks, read_metadata
-from packnet_ros.data.synthetic import Camera, drive
-from ros_helpers import REPO, Probe, start_node, stop_node
+from packnet_ros.checkpoints import load_checkpoint, load_networks
+from packnet_ros.data.synthetic import CameraRig, drive
+from packnet_ros.node_process import ClientNode, start_node
+
+from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
 
 W, H = 192, 64
 
@@ -26,7 +28,7 @@ def to_time(t):
 
 @pytest.fixture(scope='module')
 def frames():
-    return list(drive(24, seed=5, camera=Camera(W, H), start_time=3.0))
+    return list(drive(24, seed=5, camera=CameraRig(W, H), start_time=3.0))
 
 
 class Feeder:
@@ -43,12 +45,11 @@ class Feeder:
         node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
 
     def wait_connected(self):
-        self.probe.wait_for(lambda: all(p.get_subscription_count() > 0
-                                        for p in (self.pub_image, self.pub_info, self.pub_odom)),
-                            60, 'training_node subscriptions')
+        publishers = (self.pub_image, self.pub_info, self.pub_odom)
+        wait_for_reliable_subscribers(self.probe, [p.topic_name for p in publishers])
 
     def play(self, frames, time_offset=0.0):
-        K = Camera(W, H).K
+        K = CameraRig(W, H).K
         info = CameraInfo(header=Header(frame_id='cam'), width=W, height=H)
         info.k = K.reshape(-1).tolist()
         self.pub_info.publish(info)
@@ -76,40 +77,39 @@ def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
     shutil.copy(REPO / 'config' / 'training.yaml', params)
     ckpt_dir = tmp_path / 'ckpts'
     overrides = {'checkpoint_dir': str(ckpt_dir), 'width': W, 'height': H, 'device': 'cpu', 'batch_size': 2,
-                 'min_triplets': 2, 'save_every_steps': 3, 'validate_before_announce': False,
-                 'qos_reliability': 'reliable', 'learning_rate': 1e-3}
-    probe = Probe('training_test')
+                 'min_triplets': 2, 'save_every_steps': 3, 'validate_before_announce': False, 'learning_rate': 1e-3}
+    probe = ClientNode('training_test')
     feeder = Feeder(probe)
-    proc = start_node('training_node', params, overrides, tmp_path / 'run1.log')
+    proc = start_node('training_node', tmp_path / 'run1.log', (params,), overrides)
     try:
         feeder.wait_connected()
         feeder.play(frames)
-        first = probe.wait_for(lambda: feeder.checkpoints, 120, 'a checkpoint announcement')[0]
+        first = probe.wait_for(lambda: feeder.checkpoints, 2 * DEADLINE, 'a checkpoint announcement')[0]
         depth_net, pose_net = load_networks(first)
         assert pose_net is not None and depth_net.arch == 'PackNetSlim01'
-        assert read_metadata(first)['step'] >= 3
+        assert load_checkpoint(first).step >= 3
         time.sleep(1.5)  # still training: kill it mid-run, possibly mid-write
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.kill(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait()
         saved = sorted(ckpt_dir.glob('*.ckpt'))
         assert saved, 'no checkpoint on disk'
         for path in saved:
             load_networks(path)  # every file under a final name is complete
-        resumed_from = max(read_metadata(p)['step'] for p in saved)
+        resumed_from = max(load_checkpoint(p).step for p in saved)
 
         feeder.diags.clear()
         feeder.checkpoints.clear()
-        proc = start_node('training_node', params, overrides, tmp_path / 'run2.log')
+        proc = start_node('training_node', tmp_path / 'run2.log', (params,), overrides)
         feeder.wait_connected()
-        probe.wait_for(lambda: feeder.step() is not None, 30, 'diagnostics')
+        probe.wait_for(lambda: feeder.step() is not None, DEADLINE, 'diagnostics')
         assert feeder.step() >= resumed_from
         assert not list(ckpt_dir.glob('.*.tmp'))
         feeder.play(frames, time_offset=100.0)
-        later = probe.wait_for(lambda: feeder.checkpoints, 120, 'an announcement after restart')[0]
-        assert read_metadata(later)['step'] > resumed_from
+        later = probe.wait_for(lambda: feeder.checkpoints, 2 * DEADLINE, 'an announcement after restart')[0]
+        assert load_checkpoint(later).step > resumed_from
         assert 'resumed from' in (tmp_path / 'run2.log').read_text()
     finally:
-        stop_node(proc)
+        proc.stop()
         probe.close()
         for log in ('run1.log', 'run2.log'):
             if (tmp_path / log).exists():
@@ -122,18 +122,18 @@ def test_twist_with_covariance_as_speed_source(tmp_path, frames):
     shutil.copy(REPO / 'config' / 'training.yaml', params)
     overrides = {'checkpoint_dir': str(tmp_path / 'ckpts'), 'width': W, 'height': H, 'device': 'cpu',
                  'batch_size': 2, 'min_triplets': 2, 'save_every_steps': 2, 'validate_before_announce': False,
-                 'qos_reliability': 'reliable', 'velocity_source': 'twist',
+                 'velocity_source': 'twist',
                  'twist_type': 'TwistWithCovarianceStamped'}
-    probe = Probe('twist_test')
+    probe = ClientNode('twist_test')
     feeder = Feeder(probe)
     pub_twist = probe.node.create_publisher(TwistWithCovarianceStamped, 'twist',
                                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
     feeder.pub_odom = pub_twist  # wait_connected() checks the speed publisher too
 
-    proc = start_node('training_node', params, overrides, tmp_path / 'twist.log')
+    proc = start_node('training_node', tmp_path / 'twist.log', (params,), overrides)
     try:
         feeder.wait_connected()
-        K = Camera(W, H).K
+        K = CameraRig(W, H).K
         info = CameraInfo(header=Header(frame_id='cam'), width=W, height=H)
         info.k = K.reshape(-1).tolist()
         feeder.pub_info.publish(info)
@@ -146,11 +146,11 @@ def test_twist_with_covariance_as_speed_source(tmp_path, frames):
             feeder.pub_image.publish(Image(header=Header(stamp=to_time(f.stamp), frame_id='cam'), height=H,
                                            width=W, encoding='rgb8', step=W * 3, data=f.rgb.tobytes()))
             time.sleep(0.02)
-        path = probe.wait_for(lambda: feeder.checkpoints, 120, 'a checkpoint trained from twist speeds')[0]
-        assert read_metadata(path)['step'] >= 2
-        probe.wait_for(lambda: feeder.step() is not None, 10, 'diagnostics')
+        path = probe.wait_for(lambda: feeder.checkpoints, 2 * DEADLINE, 'a checkpoint trained from twist speeds')[0]
+        assert load_checkpoint(path).step >= 2
+        probe.wait_for(lambda: feeder.step() is not None, DEADLINE, 'diagnostics')
         values = {kv.key: kv.value for kv in feeder.diags[-1].status[0].values}
         assert int(values['triplets']) >= 10 and 'skipped_no_speed' not in values
     finally:
-        stop_node(proc)
+        proc.stop()
         probe.close()

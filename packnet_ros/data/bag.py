@@ -155,5 +155,19 @@ def read_messages(bag: str | Path, topics: list[str] | None = None) -> Iterator[
             yield conn.topic, conn.msgtype, timestamp, raw
 
 
+def playback(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0
+             ) -> Iterator[tuple[float, str, int, bytes]]:
+    """(seconds after playback starts at which the message is due, topic, stamp ns, CDR) in bag
+    order, from `start_offset` seconds into the bag, at `rate` times the recorded speed."""
+    if rate <= 0:
+        raise ValueError(f'rate must be positive, got {rate}')
+    first = None
+    for topic, _, stamp, raw in read_messages(bag):
+        if first is None:
+            first = stamp + int(round(start_offset * 1e9))
+        if stamp >= first:
+            yield (stamp - first) / 1e9 / rate, topic, stamp, raw
+
+
 def deserialize(raw: bytes, msgtype: str):
     return TYPESTORE.deserialize_cdr(raw, msgtype)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-CAMERA_HEIGHT = 1.65          # metres above the road (KITTI's camera is ~1.65 m up)
+ROAD_Y = 1.65                 # the road plane, y down; a rig mounted at 1.65 m (KITTI's height) sits at y = 0
 ROAD_HALF_WIDTH = 4.0
 KERB_HEIGHT = 0.15
 VIEW_DISTANCE = 150.0      # metres; rays stop here and the street is generated this far ahead
@@ -59,7 +59,7 @@ class World:
     @classmethod
     def generate(cls, length: float, seed: int) -> 'World':
         world = cls(seed=seed, length=length)
-        ground = CAMERA_HEIGHT
+        ground = ROAD_Y
         for side in (-1, 1):
             # One generator per side and kind, so a longer drive extends the same street.
             rngs = [np.random.default_rng([seed, side + 1, kind]) for kind in range(3)]
@@ -95,7 +95,7 @@ class World:
 
     # ------------------------------------------------------------------ ray casting
 
-    def cast(self, origin: np.ndarray, camera: 'Camera', offset: tuple[float, float] = (0.0, 0.0),
+    def cast(self, origin: np.ndarray, camera: 'CameraRig', offset: tuple[float, float] = (0.0, 0.0),
              max_depth: float = VIEW_DISTANCE, shade: bool = True):
         """Cast one ray per pixel (at pixel centre + offset) from a camera at `origin`.
 
@@ -109,7 +109,7 @@ class World:
         kind = np.full((h, w), -1)  # -1 sky, -2 ground, >= 0 box index
         face = np.zeros((h, w), dtype=np.int64)
         with np.errstate(divide='ignore', invalid='ignore'):
-            t_ground = (CAMERA_HEIGHT - origin[1]) / dirs[..., 1]
+            t_ground = (ROAD_Y - origin[1]) / dirs[..., 1]
         hit = (dirs[..., 1] > 1e-9) & (t_ground < max_depth)
         depth[hit], kind[hit] = t_ground[hit], -2
         K = camera.K
@@ -186,7 +186,7 @@ class World:
             building = styles == 'building'
             windows = building & (np.mod(u, 3.0) > 0.9) & (np.mod(u, 3.0) < 2.3) \
                 & (np.mod(v, 3.2) > 1.0) & (np.mod(v, 3.2) < 2.6) & (fc != 1)
-            car_glass = (styles == 'car') & (pts[:, 1] < CAMERA_HEIGHT - 1.0)
+            car_glass = (styles == 'car') & (pts[:, 1] < ROAD_Y - 1.0)
             out = base * shade[:, None]
             out[windows] = np.array([0.12, 0.16, 0.22]) + 0.15 * noise[windows, None]
             out[car_glass] = np.array([0.1, 0.12, 0.15]) + 0.1 * noise[car_glass, None]
@@ -217,11 +217,18 @@ def positions(t: np.ndarray, cruise: float = 8.0, dt: float = 1e-3) -> np.ndarra
     return np.interp(t, grid, s)
 
 
-@dataclass
-class Camera:
+@dataclass(frozen=True)
+class CameraRig:
+    """The synthetic camera: image size, horizontal field of view, and height above the road.
+
+    Another rig (field of view, mounting height) is another camera for the learner: the
+    same world looks different and metric scale must be learnt again.
+    """
+
     width: int = 640
     height: int = 192
     fov_x_deg: float = 80.0
+    mount_height: float = 1.65
 
     @property
     def K(self) -> np.ndarray:
@@ -255,9 +262,9 @@ def _screen_rect(box: Box, origin: np.ndarray, K: np.ndarray, w: int, h: int, ma
 SUPERSAMPLE = ((-0.25, -0.25), (0.25, -0.25), (-0.25, 0.25), (0.25, 0.25))
 
 
-def render(world: World, camera: Camera, z: float) -> tuple[np.ndarray, np.ndarray]:
+def render(world: World, camera: CameraRig, z: float) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 [H,W,3] (4x supersampled) and depth float32 [H,W] (inf = sky) at position z."""
-    origin = np.array([0.0, 0.0, z])
+    origin = np.array([0.0, ROAD_Y - camera.mount_height, z])
     colour = sum(world.cast(origin, camera, offset)[1] for offset in SUPERSAMPLE) / len(SUPERSAMPLE)
     depth = world.cast(origin, camera, shade=False)[0]
     return (colour * 255 + 0.5).astype(np.uint8), depth.astype(np.float32)
@@ -272,10 +279,10 @@ class SyntheticFrame:
     position: float  # metres along the street (camera z)
 
 
-def drive(frames: int, seed: int, camera: Camera | None = None, rate_hz: float = 10.0,
+def drive(frames: int, seed: int, camera: CameraRig | None = None, rate_hz: float = 10.0,
           start_time: float = 0.0, cruise: float = 8.0):
     """Yield frames of a drive; the world is long enough for all of them."""
-    camera = camera or Camera()
+    camera = camera or CameraRig()
     stamps = start_time + np.arange(frames) / rate_hz
     zs = positions(stamps, cruise)
     world = World.generate(float(zs[-1]) + 10, seed)
@@ -315,7 +322,7 @@ def _render_frame(args):
     return render(world, camera, z)
 
 
-def write_kitti_drive(out_dir, frames: int, seed: int, width: int = 640, height: int = 192,
+def write_kitti_drive(out_dir, frames: int, seed: int, camera: CameraRig | None = None,
                       rate_hz: float = 10.0, workers: int = 2, progress=None):
     """Write a synthetic drive in the KITTI raw layout (camera 2 only) and return its path.
 
@@ -326,7 +333,8 @@ def write_kitti_drive(out_dir, frames: int, seed: int, width: int = 640, height:
     from multiprocessing import get_context
     from pathlib import Path
 
-    camera = Camera(width, height)
+    camera = camera or CameraRig()
+    width, height = camera.width, camera.height
     root = Path(out_dir) / DATE
     drive_dir = root / f'{DATE}_drive_{seed:04d}_sync'
     for sub in ('image_02/data', 'oxts/data', 'proj_depth/velodyne/image_02'):
@@ -340,7 +348,8 @@ def write_kitti_drive(out_dir, frames: int, seed: int, width: int = 640, height:
     P = np.hstack([K, np.zeros((3, 1))])
     calib = [f'calib_time: synthetic seed {seed}', 'corner_dist: 0']
     for cam in range(4):
-        calib += [f'S_rect_0{cam}: {width:e} {height:e}', f'R_rect_0{cam}: ' + ' '.join(f'{v:e}' for v in np.eye(3).ravel()),
+        calib += [f'S_rect_0{cam}: {width:e} {height:e}',
+                  f'R_rect_0{cam}: ' + ' '.join(f'{v:e}' for v in np.eye(3).ravel()),
                   f'P_rect_0{cam}: ' + ' '.join(f'{v:e}' for v in P.ravel())]
     (root / 'calib_cam_to_cam.txt').write_text('\n'.join(calib) + '\n')
     pool = get_context('fork').Pool(workers) if workers > 1 else None

@@ -10,8 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from packnet_ros.networks.layers import (
-    Conv2D, InvDepth, PackLayerConv3d, UnpackLayerConv3d, residual_block)
+from packnet_ros.networks.layers import Conv2D, InvDepth, PackLayerConv3d, UnpackLayerConv3d, residual_block
 
 NUM_BLOCKS = (2, 2, 3, 3)
 PACK_KERNELS = (5, 3, 3, 3, 3)
@@ -139,3 +138,10 @@ class PackNetSlim01(PackNet):
 
 
 DEPTH_NETWORKS: dict[str, type[PackNet]] = {cls.arch: cls for cls in (PackNet01, PackNetSlim01)}
+
+
+def build_depth_net(arch: str, width: float = 1.0, version: str = '1A') -> PackNet:
+    """The one way to build a depth network by name (nodes, checkpoints and trainers use it)."""
+    if arch not in DEPTH_NETWORKS:
+        raise ValueError(f'unknown depth architecture {arch!r}; known: {sorted(DEPTH_NETWORKS)}')
+    return DEPTH_NETWORKS[arch](version=version, width=width)

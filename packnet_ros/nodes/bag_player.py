@@ -10,15 +10,15 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
-from rosbags.rosbag2 import Reader
-
-from packnet_ros.data.bag import read_messages
+from packnet_ros.data.bag import playback
 from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.runner import run
 
 PARAMETERS = {
     'bag': ('', 'rosbag2 directory to play'),
@@ -54,7 +54,7 @@ class BagPlayer(Node):
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if p['publish_clock'] else None
         self.published = 0
         self.loops = 0
-        self.done = threading.Event()
+        self.finished = Future() if p['exit_at_end'] and not p['loop'] else None  # the runner spins until done
         self.thread = threading.Thread(target=self.play, name='bag_player', daemon=True)
         self.thread.start()
 
@@ -66,16 +66,9 @@ class BagPlayer(Node):
             time.sleep(0.05)
         time.sleep(p['start_delay'])
         while rclpy.ok(context=self.context):
-            first = None
-            wall_start = None
-            for topic, msgtype, stamp, raw in read_messages(p['bag']):
-                if first is None:
-                    first = stamp + int(p['start_offset'] * 1e9)
-                if stamp < first:
-                    continue
-                if wall_start is None:
-                    wall_start = time.monotonic()
-                delay = wall_start + (stamp - first) / 1e9 / p['rate'] - time.monotonic()
+            wall_start = time.monotonic()
+            for due, topic, stamp, raw in playback(p['bag'], p['rate'], p['start_offset']):
+                delay = wall_start + due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 if not rclpy.ok(context=self.context):
@@ -90,22 +83,15 @@ class BagPlayer(Node):
             self.get_logger().info(f'end of bag after {self.published} messages (loop {self.loops})')
             if not p['loop']:
                 break
-        self.done.set()
+        if self.finished is not None:
+            self.finished.set_result(self.published)
+
+    def close(self) -> None:
+        """The player thread notices shutdown (rclpy.ok) and stops by itself."""
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = BagPlayer()
-        while rclpy.ok() and not (node.done.is_set() and node.params['exit_at_end']):
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run(BagPlayer, args)
 
 
 if __name__ == '__main__':

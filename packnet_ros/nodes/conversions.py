@@ -7,10 +7,12 @@ array.array, which rclpy takes without the per-element checks a bytes/list would
 from __future__ import annotations
 
 import array
+import io
 from functools import lru_cache
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -39,14 +41,24 @@ class ConversionError(ValueError):
     """A message cannot be turned into an image (bad encoding, size or data)."""
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
+MAX_IMAGE_PIXELS = 50_000_000  # far above any camera's frame; a bigger one is an error or an attack
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w == 0 or h == 0:
+        raise ConversionError(f'image has zero size ({w}x{h})')
+    if w * h > max_pixels:
+        raise ConversionError(f'image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} '
+                              '(parameter max_image_pixels)')
+
+
+def image_to_rgb(msg: Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 [H,W,3]. 16-bit data is scaled to 8 bits."""
     if msg.encoding not in ENCODINGS:
         raise ConversionError(f'unsupported encoding {msg.encoding!r}; supported: {", ".join(ENCODINGS)}')
     channels, dtype, code = ENCODINGS[msg.encoding]
     h, w = msg.height, msg.width
-    if h == 0 or w == 0:
-        raise ConversionError(f'image has zero size ({w}x{h})')
+    _check_pixels(w, h, max_pixels)
     row_bytes = w * channels * dtype.itemsize
     if msg.step < row_bytes:
         raise ConversionError(f'step {msg.step} is smaller than width*channels*bytes = {row_bytes}')
@@ -64,18 +76,38 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 [H,W,3]."""
+def compressed_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(width, height) from a compressed image's header, without decoding its pixels."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as header:
+            return header.size
+    except PILImage.DecompressionBombError as exc:
+        raise ConversionError(f'compressed image is far too large: {exc}') from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # what Pillow raises for unknown or broken data
+        raise ConversionError(f'cannot decode compressed image ({len(data)} bytes): {exc}') from exc
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 [H,W,3].
+
+    The size is read from the header first: a small file can claim a huge image (a
+    decompression bomb), which is refused before any pixel is decoded.
+    """
     data = np.frombuffer(msg.data, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not data.size:
+        raise ConversionError(f'compressed image is empty (format {msg.format!r})')
+    _check_pixels(*compressed_size(data.tobytes()), max_pixels)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ConversionError(f'cannot decode compressed image (format {msg.format!r}, {data.size} bytes)')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+def to_rgb(msg: Image | CompressedImage, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Raw or compressed image message -> RGB uint8 [H,W,3]."""
-    return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+    if isinstance(msg, CompressedImage):
+        return compressed_to_rgb(msg, max_pixels)
+    return image_to_rgb(msg, max_pixels)
 
 
 def _as_array(data: np.ndarray) -> array.array:
@@ -106,14 +138,27 @@ def image_to_depth(msg: Image) -> np.ndarray:
     return rows[:, :msg.width * 4].view(np.float32)
 
 
+MIN_FOCAL_PX = 1.0  # a smaller focal length (a FOV of ~180 degrees or more) is a broken calibration
+
+
 def camera_matrix(info: CameraInfo) -> np.ndarray:
-    """3x3 intrinsics of the (rectified) image: P's left block when set, else K."""
-    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
-    K = P[:, :3] if P[0, 0] > 0 else np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if not (K[0, 0] > 0 and K[1, 1] > 0) or not np.all(np.isfinite(K)):
-        raise ConversionError(f'camera_info has invalid focal lengths fx={K[0, 0]}, fy={K[1, 1]}')
+    """3x3 intrinsics of the (rectified) image: P's left block when set, else K.
+
+    Each field is checked, and the error names the one at fault.
+    """
     if info.width == 0 or info.height == 0:
         raise ConversionError(f'camera_info has zero size ({info.width}x{info.height})')
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
+    use_p = bool(P[0, 0] != 0 or P[1, 1] != 0)
+    K = P[:, :3] if use_p else np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    name = 'P' if use_p else 'K'
+    entries = {'fx': K[0, 0], 'fy': K[1, 1], 'cx': K[0, 2], 'cy': K[1, 2]}
+    bad = [f'{k}={v}' for k, v in entries.items() if not np.isfinite(v)]
+    if bad:
+        raise ConversionError(f'camera_info {name} has non-finite ' + ', '.join(bad))
+    if not (K[0, 0] >= MIN_FOCAL_PX and K[1, 1] >= MIN_FOCAL_PX):
+        raise ConversionError(f'camera_info {name} has invalid focal lengths fx={K[0, 0]}, fy={K[1, 1]} '
+                              f'(must be at least {MIN_FOCAL_PX:g} pixel)')
     return K
 
 

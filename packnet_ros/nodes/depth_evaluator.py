@@ -11,16 +11,15 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.nodes.conversions import ConversionError, image_to_depth
 from packnet_ros.nodes.diagnostics import StatusPublisher
+from packnet_ros.nodes.inputs import InputSubscription
 from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.runner import run
 
 PARAMETERS = {
     'output_json': ('', 'file written at shutdown with per-frame metrics and the summary; empty = none'),
@@ -28,7 +27,8 @@ PARAMETERS = {
     'max_depth': (80.0, 'metres'),
     'crop': ('garg', '"garg" (KITTI evaluation crop) or "none"'),
     'window': (20, 'frames in the first/latest windows'),
-    'max_pending': (50, 'unpaired messages kept per topic'),
+    'max_pending': (50, 'unpaired messages kept per topic (and the input queue depth)'),
+    'qos_reliability': ('auto', 'input QoS: auto (follow the publishers), reliable or best_effort'),
 }
 
 
@@ -42,9 +42,9 @@ class DepthEvaluator(Node):
         self.records: list[dict] = []
         self.lock = threading.Lock()
         # Evaluating a pair takes longer than a burst of messages takes to arrive: queue deeply.
-        qos = QoSProfile(depth=p['max_pending'], reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Image, 'depth', lambda m: self.on_depth('depth', m), qos)
-        self.create_subscription(Image, 'depth_gt', lambda m: self.on_depth('depth_gt', m), qos)
+        for topic in ('depth', 'depth_gt'):
+            InputSubscription(self, Image, topic, lambda m, t=topic: self.on_depth(t, m), p['qos_reliability'],
+                              p['max_pending'])
         self.status = StatusPublisher(self, 'depth metrics')
         self.create_timer(1.0, self.publish_diagnostics)
 
@@ -93,6 +93,9 @@ class DepthEvaluator(Node):
                 values[f'{part}_scale_ratio'] = f'{s[part]["scale_ratio"]:.4f}'
         self.status.publish(f'{s["frames"]} frames evaluated', values)
 
+    def close(self) -> None:
+        self.write_json()
+
     def write_json(self) -> None:
         if not self.params['output_json']:
             return
@@ -107,18 +110,7 @@ class DepthEvaluator(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DepthEvaluator()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.write_json()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run(DepthEvaluator, args)
 
 
 if __name__ == '__main__':

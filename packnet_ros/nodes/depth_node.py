@@ -1,21 +1,20 @@
 """depth_node: camera image in, metric depth image and organised point cloud out.
 
 Threads: the executor only stores incoming frames (latest wins, older unprocessed frames
-are counted as dropped); one worker thread runs inference and publishes; checkpoint
-loading runs on its own thread and the worker swaps models between frames.
+are counted as dropped); one worker thread runs inference and publishes; checkpoints
+announced on the topic load on their own thread and the worker swaps models between frames.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import rclpy
 import torch
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -25,12 +24,21 @@ from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import colorize_depth
 from packnet_ros.inference import DepthEstimator, resolve_device
-from packnet_ros.networks import DEPTH_NETWORKS
+from packnet_ros.networks import build_depth_net
 from packnet_ros.nodes.conversions import (
-    ConversionError, camera_matrix, depth_to_image, depth_to_points, points_to_cloud, rgb_to_image,
-    scaled_camera_info, to_rgb)
-from packnet_ros.nodes.diagnostics import StatusPublisher
-from packnet_ros.nodes.parameters import declare_parameters, input_qos, subscribe_image
+    ConversionError,
+    camera_matrix,
+    depth_to_image,
+    depth_to_points,
+    points_to_cloud,
+    rgb_to_image,
+    scaled_camera_info,
+    to_rgb,
+)
+from packnet_ros.nodes.diagnostics import Health, StatusPublisher
+from packnet_ros.nodes.inputs import subscribe_image, subscribe_input
+from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.runner import run
 
 WARN_PERIOD_S = 5.0
 
@@ -50,8 +58,11 @@ PARAMETERS = {
     'point_stride': (1, 'publish every Nth pixel (rows and columns) in the point cloud'),
     'publish_points': (True, 'publish the organised point cloud on "points"'),
     'publish_colored': (False, 'publish a colour-mapped depth image on "depth/colored"'),
+    'max_rate': (0.0, 'frames per second at most (0 = as fast as inference allows); on a CPU shared '
+                      'with training_node this leaves cores to training'),
+    'max_image_pixels': (50_000_000, 'larger images (raw or compressed, checked before decoding) are dropped'),
     'use_compressed': (False, 'subscribe "image/compressed" (jpeg/png) instead of raw "image"'),
-    'qos_reliability': ('best_effort', 'input QoS: best_effort (sensor data) or reliable'),
+    'qos_reliability': ('auto', 'input QoS: auto (follow the publishers), reliable or best_effort'),
     'qos_depth': (2, 'input queue depth'),
 }
 
@@ -79,28 +90,79 @@ class LatestFrame:
             return item
 
 
+@dataclass
+class Counters:
+    processed: int = 0
+    errors: int = 0
+    camera_info_rejected: int = 0
+    reloads: int = 0
+    failed_reloads: int = 0
+
+
+@dataclass
+class Timings:
+    """The last frames' latency (receipt -> published) and inference time, and when they were published."""
+
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=100))
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=100))
+    published: deque = field(default_factory=lambda: deque(maxlen=100))
+
+    def add(self, latency_ms: float, inference_ms: float, published: float) -> None:
+        self.latency_ms.append(latency_ms)
+        self.inference_ms.append(inference_ms)
+        self.published.append(published)
+
+    def summary(self) -> dict[str, str]:
+        times, latency, inference = list(self.published), list(self.latency_ms), list(self.inference_ms)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        same = latency and len(latency) == len(inference)  # both hold the same frames in the same order
+        return {
+            'rate_hz': f'{rate:.2f}',
+            'latency_ms_mean': f'{np.mean(latency):.1f}' if latency else 'nan',
+            'latency_ms_p95': f'{np.percentile(latency, 95):.1f}' if latency else 'nan',
+            'inference_ms_p50': f'{np.median(inference):.1f}' if inference else 'nan',
+            'overhead_ms_p50': f'{np.median(np.subtract(latency, inference)):.1f}' if same else 'nan',
+        }
+
+
+class CameraModel:
+    """A validated camera_info and its intrinsics; the depth-resolution variants are computed once."""
+
+    def __init__(self, info: CameraInfo, K: np.ndarray):
+        self.info, self.K = info, K
+        self._scaled: dict[tuple[int, int], tuple[np.ndarray, CameraInfo]] = {}
+
+    def at(self, width: int, height: int) -> tuple[np.ndarray, CameraInfo]:
+        """Intrinsics and camera_info at another resolution."""
+        if (width, height) not in self._scaled:
+            K = scale_intrinsics(self.K, width / self.info.width, height / self.info.height)
+            self._scaled[(width, height)] = K, scaled_camera_info(self.info, K, width, height)
+        return self._scaled[(width, height)]
+
+
 class DepthNode(Node):
     def __init__(self):
         super().__init__('depth_node')
         p = self.params = declare_parameters(self, PARAMETERS)
-
+        if p['output_resolution'] not in ('network', 'input'):
+            raise ValueError(f'output_resolution must be "network" or "input", got {p["output_resolution"]!r}')
         if p['threads'] > 0:
             torch.set_num_threads(p['threads'])
         self.device = resolve_device(p['device'])
         self.estimator = self._build_estimator(p['checkpoint'])
         self.pending: DepthEstimator | None = None
         self.pending_lock = threading.Lock()
-        self.camera_info: CameraInfo | None = None
+        self.camera: CameraModel | None = None
         self.frames = LatestFrame()
-        self.stats = {'processed': 0, 'errors': 0, 'camera_info_rejected': 0, 'latency_ms': deque(maxlen=100), 'inference_ms': deque(maxlen=100),
-                      'times': deque(maxlen=100)}
+        self.counters = Counters()
+        self.timings = Timings()
+        self.health = Health()
         self._warned_no_info = False
         self._running = True
 
-        qos_in = input_qos(p)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        subscribe_image(self, p, self.on_image, qos_in)
-        self.create_subscription(CameraInfo, 'camera_info', self.on_camera_info, qos_in)
+        self.image_sub = subscribe_image(self, p, self.on_image)
+        self.info_sub = subscribe_input(self, p, CameraInfo, 'camera_info', self.on_camera_info)
         self.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
         self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', qos_out)
@@ -119,50 +181,54 @@ class DepthNode(Node):
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
         p = self.params
-        # The estimator does not clip: out-of-range depth is published as NaN in process().
-        options = dict(precision=p['precision'])
+        options = dict(precision=p['precision'], min_depth=p['min_depth'], max_depth=p['max_depth'])
         if checkpoint:
             estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
                                                        str(self.device), **options)
         else:
-            if p['arch'] not in DEPTH_NETWORKS:
-                raise ValueError(f'unknown arch {p["arch"]!r}; known: {sorted(DEPTH_NETWORKS)}')
             self.get_logger().warn('no checkpoint given: serving an untrained network (depth is meaningless)')
-            net = DEPTH_NETWORKS[p['arch']](width=p['model_width'])
-            estimator = DepthEstimator(net, p['height'] or 192, p['width'] or 640, self.device,
+            estimator = DepthEstimator(build_depth_net(p['arch'], p['model_width']), p['height'] or 192,
+                                       p['width'] or 640, self.device,
                                        identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
-        self._warm_up(estimator)
+        # First calls allocate and pick kernels: do it before serving, not on a live frame.
+        estimator.infer(np.zeros((estimator.height, estimator.width, 3), np.uint8))
         return estimator
 
-    @staticmethod
-    def _warm_up(estimator: DepthEstimator) -> None:
-        """First calls allocate and pick kernels; do it before serving, not on a live frame."""
-        estimator.infer(np.zeros((estimator.height, estimator.width, 3), np.uint8))
-
     def on_checkpoint(self, msg: String) -> None:
-        self.request_reload(msg.data)
+        if not msg.data.strip():
+            self.get_logger().warn('ignoring an empty path on "checkpoint": the served model stays')
+            return
+        threading.Thread(target=self._load, args=(msg.data,), name='checkpoint_loader', daemon=True).start()
 
     def on_set_parameters(self, params) -> SetParametersResult:
+        """Only 'checkpoint' can change at run time; it succeeds only once the new model is loaded."""
         for param in params:
-            if param.name == 'checkpoint' and param.value:
-                self.request_reload(param.value)
-            elif param.name != 'checkpoint' and param.name in PARAMETERS:
+            if param.name != 'checkpoint' and param.name in PARAMETERS:
                 return SetParametersResult(successful=False, reason=f'{param.name} is read at start-up only')
+        for param in params:
+            if param.name == 'checkpoint':
+                if not str(param.value).strip():
+                    return SetParametersResult(successful=False, reason='an empty checkpoint path would unload '
+                                                                        'the model; the served model stays')
+                error = self._load(param.value)
+                if error:
+                    return SetParametersResult(successful=False, reason=error)
         return SetParametersResult(successful=True)
 
-    def request_reload(self, path: str) -> None:
-        threading.Thread(target=self._load_in_background, args=(path,), name='checkpoint_loader',
-                         daemon=True).start()
-
-    def _load_in_background(self, path: str) -> None:
+    def _load(self, path: str) -> str:
+        """Load a checkpoint and queue it for the worker; returns why it failed, or ''."""
         try:
             estimator = self._build_estimator(path)
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+            self.counters.failed_reloads += 1
+            self.health.error(f'checkpoint {path} rejected')
             self.get_logger().error(f'checkpoint reload failed, keeping {self.estimator.identity}: {exc}')
-            return
+            return str(exc)
         with self.pending_lock:
             self.pending = estimator
+        self.counters.reloads += 1
         self.get_logger().info(f'loaded {estimator.identity} (step {estimator.step}); swapping at next frame')
+        return ''
 
     def _swap_if_pending(self) -> None:
         with self.pending_lock:
@@ -173,12 +239,11 @@ class DepthNode(Node):
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            camera_matrix(msg)
+            self.camera = CameraModel(msg, camera_matrix(msg))
         except ConversionError as exc:
-            self.stats['camera_info_rejected'] += 1
+            self.counters.camera_info_rejected += 1
+            self.health.error(f'camera_info: {exc}')
             self.get_logger().warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
-            return
-        self.camera_info = msg
 
     def on_image(self, msg: Image | CompressedImage) -> None:
         self.frames.put((msg, time.monotonic()))
@@ -186,58 +251,65 @@ class DepthNode(Node):
     # ---------------------------------------------------------------- work
 
     def run_worker(self) -> None:
+        min_period = 1.0 / self.params['max_rate'] if self.params['max_rate'] > 0 else 0.0
+        started = 0.0
         while self._running:
+            wait = started + min_period - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             item = self.frames.take(timeout=0.2)
             if item is None:
                 continue
+            started = time.monotonic()
             self._swap_if_pending()
             try:
                 self.process(*item)
+                self.health.success()
             except ConversionError as exc:
-                self.stats['errors'] += 1
-                self.get_logger().warn(f'dropping image: {exc}', throttle_duration_sec=WARN_PERIOD_S)
+                self._failed(f'dropping image: {exc}')
             except Exception as exc:  # a bad frame must never stop the worker
-                self.stats['errors'] += 1
-                self.get_logger().error(f'failed to process image: {exc!r}', throttle_duration_sec=WARN_PERIOD_S)
+                self._failed(f'failed to process image: {exc!r}')
+
+    def _failed(self, message: str) -> None:
+        self.counters.errors += 1
+        self.health.error(message)
+        self.get_logger().warn(message, throttle_duration_sec=WARN_PERIOD_S)
 
     def process(self, msg: Image | CompressedImage, received: float) -> None:
-        rgb = to_rgb(msg)
+        """Image -> depth at network (or input) resolution -> depth image, camera_info and cloud."""
+        rgb = to_rgb(msg, self.params['max_image_pixels'])
         est = self.estimator
         net_rgb = cv2.resize(rgb, (est.width, est.height), interpolation=cv2.INTER_AREA)
         started = time.monotonic()
         depth = est.infer(net_rgb)
-        self.stats['inference_ms'].append(1000 * (time.monotonic() - started))
+        inference_ms = 1000 * (time.monotonic() - started)
+        colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
             colour = rgb
-        else:
-            colour = net_rgb
-        depth[(depth < self.params['min_depth']) | (depth > self.params['max_depth'])] = np.nan
-        header = msg.header
-        self.pub_depth.publish(depth_to_image(depth, header))
+        self.pub_depth.publish(depth_to_image(depth, msg.header))
         if self.pub_colored is not None:
-            self.pub_colored.publish(rgb_to_image(colorize_depth(depth), header))
-        self.publish_geometry(depth, colour, rgb.shape[1], rgb.shape[0], header)
-        self.stats['processed'] += 1
+            self.pub_colored.publish(rgb_to_image(colorize_depth(depth), msg.header))
+        self.publish_geometry(depth, colour, rgb.shape[1], rgb.shape[0], msg.header)
+        self.counters.processed += 1
         now = time.monotonic()
-        self.stats['latency_ms'].append(1000 * (now - received))
-        self.stats['times'].append(now)
+        self.timings.add(1000 * (now - received), inference_ms, now)
 
     def publish_geometry(self, depth: np.ndarray, colour: np.ndarray, image_w: int, image_h: int, header) -> None:
-        info = self.camera_info
-        if info is None:
+        camera = self.camera
+        if camera is None:
             if not self._warned_no_info:
                 self.get_logger().warn('no camera_info received yet: publishing depth without points')
                 self._warned_no_info = True
             return
-        if (info.width, info.height) != (image_w, image_h):
-            self.get_logger().warn(f'camera_info is {info.width}x{info.height} but the image is '
+        if (camera.info.width, camera.info.height) != (image_w, image_h):
+            self.health.error('camera_info size differs from the image')
+            self.get_logger().warn(f'camera_info is {camera.info.width}x{camera.info.height} but the image is '
                                    f'{image_w}x{image_h}: no points for this frame',
                                    throttle_duration_sec=WARN_PERIOD_S)
             return
         h, w = depth.shape
-        K = scale_intrinsics(camera_matrix(info), w / image_w, h / image_h)
-        depth_info = scaled_camera_info(info, K, w, h)
+        K, depth_info = camera.at(w, h)
         depth_info.header = header
         self.pub_info.publish(depth_info)
         if self.pub_points is not None:
@@ -247,47 +319,31 @@ class DepthNode(Node):
     # ---------------------------------------------------------------- health
 
     def publish_diagnostics(self) -> None:
-        times, latency, inference = (list(self.stats[k]) for k in ('times', 'latency_ms', 'inference_ms'))
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        est = self.estimator
+        est, c = self.estimator, self.counters
         values = {
-            'rate_hz': f'{rate:.2f}',
-            'latency_ms_mean': f'{np.mean(latency):.1f}' if latency else 'nan',
-            'latency_ms_p95': f'{np.percentile(latency, 95):.1f}' if latency else 'nan',
-            'inference_ms_p50': f'{np.median(inference):.1f}' if inference else 'nan',
-            # per frame: receipt -> published, minus that frame's inference (both deques hold
-            # the same frames in the same order)
-            'overhead_ms_p50': (f'{np.median(np.subtract(latency, inference)):.1f}'
-                                if latency and len(latency) == len(inference) else 'nan'),
-            'processed': str(self.stats['processed']),
+            **self.timings.summary(),
+            'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
-            'errors': str(self.stats['errors']),
-            'camera_info_rejected': str(self.stats['camera_info_rejected']),
+            'errors': str(c.errors),
+            'camera_info_rejected': str(c.camera_info_rejected),
+            'reloads': str(c.reloads),
+            'failed_reloads': str(c.failed_reloads),
             'model': est.identity,
             'training_step': str(est.step),
             'device': str(self.device),
             'input_size': f'{est.width}x{est.height}',
+            'input_reliability': self.image_sub.reliability.name.lower(),
         }
-        self.status.publish(f'{rate:.1f} Hz' if self.stats['processed'] else 'waiting for images', values)
+        message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'
+        self.status.report(message, values, self.health)
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self._running = False
         self.worker.join(timeout=2.0)
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DepthNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run(DepthNode, args)
 
 
 if __name__ == '__main__':

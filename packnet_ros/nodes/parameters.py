@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
 
 
 def parameter_type(default) -> int:
@@ -23,18 +21,3 @@ def declare_parameters(node: Node, specs: dict[str, tuple[object, str]]) -> dict
         node.declare_parameter(name, default, ParameterDescriptor(description=description,
                                                                   type=parameter_type(default)))
     return {name: node.get_parameter(name).value for name in specs}
-
-
-def input_qos(params: dict) -> QoSProfile:
-    """Subscription QoS from the 'qos_reliability' and 'qos_depth' parameters."""
-    reliable = params['qos_reliability'] == 'reliable'
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=params['qos_depth'],
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
-
-
-def subscribe_image(node: Node, params: dict, callback, qos: QoSProfile) -> None:
-    """Subscribe 'image/compressed' when the 'use_compressed' parameter is set, else raw 'image'."""
-    if params['use_compressed']:
-        node.create_subscription(CompressedImage, 'image/compressed', callback, qos)
-    else:
-        node.create_subscription(Image, 'image', callback, qos)

@@ -1,6 +1,9 @@
-"""Online self-supervised training: triplets from a stream, replay buffer, trainer."""
-from packnet_ros.training.accumulator import SKIP_REASONS, SpeedTrack, Triplet, TripletAccumulator
+"""Self-supervised training: triplets from a stream, replay buffer, trainer, session policy."""
+from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
 from packnet_ros.training.buffer import ReplayBuffer
+from packnet_ros.training.checkpoint_dir import CheckpointDirectory
+from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession, Validation
 from packnet_ros.training.trainer import Trainer
 
-__all__ = ['SKIP_REASONS', 'ReplayBuffer', 'SpeedTrack', 'Trainer', 'Triplet', 'TripletAccumulator']
+__all__ = ['CheckpointDirectory', 'ReplayBuffer', 'SessionConfig', 'SpeedTrack', 'StepResult', 'Trainer',
+           'TrainingSession', 'Triplet', 'TripletAccumulator', 'Validation']

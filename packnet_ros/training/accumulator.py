@@ -14,8 +14,6 @@ import numpy as np
 
 from packnet_ros.losses import travelled_distance
 
-SKIP_REASONS = ('static', 'no_speed', 'stale_speed', 'invalid_speed', 'gap', 'time_backwards')
-
 
 @dataclass(frozen=True)
 class Triplet:
@@ -32,22 +30,28 @@ class Triplet:
 
 
 class SpeedTrack:
-    """Recent (stamp, speed) samples; answers 'how far did we travel between t0 and t1'."""
+    """Recent (stamp, speed) samples; answers 'how far did we travel between t0 and t1'.
 
-    def __init__(self, max_samples: int = 2000, max_sample_gap: float = 0.5):
+    A speed that is not finite, negative or above max_speed (m/s) is refused: one absurd
+    sample would otherwise teach the network a wrong scale for as long as it stays in the
+    replay buffer.
+    """
+
+    def __init__(self, max_samples: int = 2000, max_sample_gap: float = 0.5, max_speed: float = 70.0):
         self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.max_sample_gap = max_sample_gap
+        self.max_speed = max_speed
 
     def add(self, stamp: float, speed: float) -> str | None:
         """Store a sample; returns a skip reason for an unusable one."""
-        if not np.isfinite(speed) or speed < 0:
+        if not (np.isfinite(speed) and 0 <= speed <= self.max_speed) or not np.isfinite(stamp):
             return 'invalid_speed'
         if self.samples and stamp <= self.samples[-1][0]:
-            if stamp < self.samples[-1][0]:
-                self.samples.clear()  # time went backwards (a looping bag): start over
-                self.samples.append((stamp, speed))
-                return 'time_backwards'
-            return None
+            if stamp == self.samples[-1][0]:
+                return 'duplicate'  # the same sample again (drivers and bags do this): keep the first
+            self.samples.clear()  # time went backwards (a looping bag): start over
+            self.samples.append((stamp, speed))
+            return 'time_backwards'
         self.samples.append((stamp, speed))
         return None
 
@@ -77,7 +81,9 @@ class TripletAccumulator:
     frame closer than this (metres) makes the triplet 'static'. max_frame_gap: seconds
     allowed between consecutive frames of a triplet. A candidate whose odometry has not
     arrived yet waits up to max_speed_delay seconds (stream time) before it is skipped.
-    Both add_frame and add_speed return the triplets that became complete.
+    Both add_frame and add_speed return the triplets that became complete. A repeated
+    stamp is counted as 'duplicate' and ignored; an earlier one means time went backwards
+    (a looping bag) and starts the window afresh.
     """
 
     def __init__(self, height: int, width: int, stride: int = 1, min_distance: float = 0.2,
@@ -105,7 +111,10 @@ class TripletAccumulator:
 
     def add_frame(self, stamp: float, rgb: np.ndarray) -> list[Triplet]:
         """Add a frame; returns the triplets that are now complete (usually zero or one)."""
-        if self.frames and stamp <= self.frames[-1][0]:
+        if self.frames and stamp == self.frames[-1][0]:
+            self.skipped['duplicate'] += 1
+            return []
+        if self.frames and stamp < self.frames[-1][0]:
             self.skipped['time_backwards'] += 1
             self.frames.clear()
             self.pending.clear()

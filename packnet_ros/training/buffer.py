@@ -31,6 +31,3 @@ class ReplayBuffer:
     def sample(self, batch_size: int) -> list[Triplet]:
         """Uniform sample without replacement (the whole buffer if it is smaller)."""
         return self.rng.sample(list(self.items), min(batch_size, len(self.items)))
-
-    def recent(self, n: int) -> list[Triplet]:
-        return list(self.items)[-n:]

@@ -1,6 +1,7 @@
 """One optimisation step of PackNet-SfM: photometric + smoothness + velocity loss."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -34,12 +35,12 @@ class Trainer:
     """
 
     def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, lr: float = 2e-4,
-                 velocity_weight: float = 0.1, device: torch.device = torch.device('cpu'),
+                 velocity_weight: float = 0.1, device: torch.device | None = None,
                  loss: SelfSupervisedLoss | None = None, warmup_steps: int = 100,
                  velocity_warmup_steps: int = 0):
-        self.device = device
-        self.depth_net = depth_net.to(device)
-        self.pose_net = pose_net.to(device)
+        self.device = device or torch.device('cpu')
+        self.depth_net = depth_net.to(self.device)
+        self.pose_net = pose_net.to(self.device)
         self.set_intrinsics(K)
         self.velocity_weight = velocity_weight
         self.lr = lr
@@ -97,11 +98,41 @@ class Trainer:
             return self.lr
         return self.lr * min(1.0, (self.step_count + 1) / self.warmup_steps)
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs: weights, optimizer moments and the step the
+        schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
+        return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()),
+                'step': self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned (or the same pieces read from a checkpoint);
+        an absent optimizer state starts the moments afresh."""
+        self.depth_net.load_state_dict(state['depth_net'])
+        self.pose_net.load_state_dict(state['pose_net'])
+        if state.get('optimizer'):
+            self.optimizer.load_state_dict(state['optimizer'])
+        self.step_count = int(state['step'])
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Copies of both networks' weights (to compare candidates on held-out data)."""
+        return {'depth_net': copy.deepcopy(self.depth_net.state_dict()),
+                'pose_net': copy.deepcopy(self.pose_net.state_dict())}
+
     @torch.no_grad()
-    def evaluate(self, triplets: list[Triplet]) -> float:
-        """Mean total loss on held-out triplets (train-mode networks, no update)."""
+    def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> float:
+        """Mean total loss on held-out triplets (train-mode networks, no update), of the live
+        networks or of `weights` (from weights(); the live ones are restored afterwards)."""
         if not triplets:
             return math.nan
-        self.depth_net.train()
-        self.pose_net.train()
-        return float(self.losses(triplets)['loss'])
+        live = self.weights() if weights is not None else None
+        if weights is not None:
+            self.depth_net.load_state_dict(weights['depth_net'])
+            self.pose_net.load_state_dict(weights['pose_net'])
+        try:
+            self.depth_net.train()
+            self.pose_net.train()
+            return float(self.losses(triplets)['loss'])
+        finally:
+            if live is not None:
+                self.depth_net.load_state_dict(live['depth_net'])
+                self.pose_net.load_state_dict(live['pose_net'])

@@ -1,10 +1,14 @@
-"""Demo report artefacts: PLY point clouds, a rendered view of a cloud, curves, markdown."""
+"""The demo's report: metrics, curves, depth images, a PLY cloud and its rendering, markdown."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from packnet_ros.demo.recorder import RunRecord
+from packnet_ros.image import colorize_depth
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -121,6 +125,7 @@ def side_by_side(*images: np.ndarray) -> np.ndarray:
 
 def markdown(report: dict) -> str:
     first, last = report['metrics_first'], report['metrics_last']
+    closer = abs(np.log(last['scale_ratio'])) < abs(np.log(first['scale_ratio']))
     rows = [('abs_rel (metric, no scaling)', 'abs_rel'), ('abs_rel (median-scaled)', 'abs_rel_median_scaled'),
             ('a1 (metric)', 'a1'), ('scale ratio median(gt)/median(pred)', 'scale_ratio')]
     lines = [
@@ -134,7 +139,7 @@ def markdown(report: dict) -> str:
         f'- depth node: {report["depth_fps"]:.1f} frames/s, latency p50 {report["latency_ms_p50"]:.0f} ms, '
         f'p95 {report["latency_ms_p95"]:.0f} ms (image received -> depth received)',
         f'- learning shown: abs_rel {"fell" if last["abs_rel"] < first["abs_rel"] else "did NOT fall"}, '
-        f'scale ratio {"moved toward 1" if abs(np.log(last["scale_ratio"])) < abs(np.log(first["scale_ratio"])) else "did NOT move toward 1"}',
+        f'scale ratio {"moved toward 1" if closer else "did NOT move toward 1"}',
         '', '![curves](curves.png)', '', '![first and last depth](depth_first.png) ![](depth_last.png)', '',
         '![point cloud](cloud.png)', '',
         'Files: `report.json`, `curves.png`, `depth_*.png`, `cloud.ply`, `cloud.png`, '
@@ -142,3 +147,48 @@ def markdown(report: dict) -> str:
         '`ros2 bag play`), `evaluation.json` (every evaluated frame).',
     ]
     return '\n'.join(lines) + '\n'
+
+
+def summary_metrics(block: dict) -> dict:
+    return {'abs_rel': block['metric']['abs_rel'], 'abs_rel_median_scaled': block['median_scaled']['abs_rel'],
+            'a1': block['metric']['a1'], 'scale_ratio': block['scale_ratio']}
+
+
+def write_report(out: Path, record: RunRecord, duration: float, setup: dict) -> dict:
+    """report.json/md, curves, depth images and the cloud from a finished run.
+
+    `setup` says what ran: source, init, model, input_size. The evaluator's evaluation.json
+    must be in `out`.
+    """
+    evaluation = json.loads((out / 'evaluation.json').read_text())
+    summary = evaluation['summary']
+    if not summary.get('frames'):
+        raise RuntimeError('no frame was evaluated; see the logs')
+    latencies = record.latencies_ms or [float('nan')]
+    report = {
+        **setup,
+        'frames': summary['frames'],
+        'duration_s': duration,
+        'train_steps': int(record.latest('training').get('step', 0)),
+        'checkpoints_announced': len(record.checkpoints),
+        'metrics_first': summary_metrics(summary['first']),
+        'metrics_last': summary_metrics(summary['last']),
+        'metrics_all': summary_metrics(summary['all']),
+        'depth_fps': record.depth_frames / duration,
+        'latency_ms_p50': float(np.median(latencies)),
+        'latency_ms_p95': float(np.percentile(latencies, 95)),
+    }
+    (out / 'report.json').write_text(json.dumps(report, indent=2))
+    plot_curves(out / 'curves.png', evaluation['frames'], record.training,
+                f'packnet_ros online training: {report["source"][:60]}')
+    for name, pair in (('depth_first', record.first_depth), ('depth_last', record.last_depth)):
+        if pair is not None:
+            depth, camera = pair
+            panels = [colorize_depth(depth)] if camera is None else [camera, colorize_depth(depth)]
+            cv2.imwrite(str(out / f'{name}.png'), cv2.cvtColor(side_by_side(*panels), cv2.COLOR_RGB2BGR))
+    if record.last_points is not None:
+        xyz, rgb = valid_points(record.last_points)
+        write_ply(out / 'cloud.ply', xyz, rgb)
+        cv2.imwrite(str(out / 'cloud.png'), cv2.cvtColor(render_cloud(xyz, rgb), cv2.COLOR_RGB2BGR))
+    (out / 'report.md').write_text(markdown(report))
+    return report

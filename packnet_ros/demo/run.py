@@ -1,0 +1,118 @@
+"""`packnet-ros demo`: replay a drive through the real nodes and report what was learned.
+
+Processes: bag_player feeds depth_node and training_node; depth_node's depth goes to
+depth_evaluator (against the bag's ground truth); training_node's validated checkpoints
+are hot-reloaded by depth_node. A recorder in this process keeps the outputs (MCAP),
+diagnostics and latency for the report.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from packnet_ros.data.bag import TOPICS, write_kitti_bag
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.demo.recorder import Recorder, RunRecord
+from packnet_ros.demo.report import write_report
+from packnet_ros.node_process import ClientNode, NodeProcess, ros_environment, start_node, stop_nodes
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
+NS = '/packnet'
+POLL_S = 5.0
+
+
+def config_dir() -> Path:
+    """config/ of the source tree, else the installed share/packnet_ros/config."""
+    if (REPO_CONFIG / 'depth.yaml').is_file():
+        return REPO_CONFIG
+    from ament_index_python.packages import get_package_share_directory
+    return Path(get_package_share_directory('packnet_ros')) / 'config'
+
+
+def prepare_bag(source: str | None, work: Path, frames: int, seed: int) -> tuple[Path, str]:
+    """The bag to play and a description of where it came from."""
+    if source and (Path(source) / 'metadata.yaml').is_file():
+        return Path(source), f'bag {source}'
+    if source:
+        drive = Path(source)
+        kind = 'KITTI drive'
+    else:
+        from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
+        print(f'rendering a synthetic drive ({frames} frames, seed {seed}) ...', flush=True)
+        drive = write_kitti_drive(work / 'synthetic', frames, seed, CameraRig(384, 128))
+        kind = f'synthetic drive (seed {seed})'
+    bag = work / 'drive_bag'
+    shutil.rmtree(bag, ignore_errors=True)
+    print(f'converting {drive} to a rosbag2 ...', flush=True)
+    write_kitti_bag(drive, bag)
+    return bag, f'{kind} {drive}'
+
+
+def start_nodes(cfg: Path, work: Path, logs: Path, out: Path, bag: Path, checkpoint: str | None,
+                crop: str, env: dict) -> dict[str, NodeProcess]:
+    """depth_node, training_node and depth_evaluator, then the player once they are up."""
+    camera = {'image': TOPICS['image'][0], 'camera_info': TOPICS['camera_info'][0]}
+    demo = cfg / 'demo.yaml'
+    common = dict(namespace=NS, env=env)
+    procs = {
+        'depth_node': start_node('depth_node', logs / 'depth_node.log', (cfg / 'depth.yaml', demo),
+                                 {'checkpoint': checkpoint} if checkpoint else {}, camera, **common),
+        'training_node': start_node('training_node', logs / 'training_node.log', (cfg / 'training.yaml', demo),
+                                    {'checkpoint_dir': str(work / 'checkpoints'), 'init_checkpoint': checkpoint or ''},
+                                    {**camera, 'odom': TOPICS['odom'][0]}, **common),
+        'depth_evaluator': start_node('depth_evaluator', logs / 'depth_evaluator.log', (demo,),
+                                      {'output_json': str(out / 'evaluation.json'), 'crop': crop},
+                                      {'depth_gt': TOPICS['depth_gt'][0]}, **common),
+    }
+    time.sleep(3.0)  # let the nodes load their networks and match before the first frame
+    procs['bag_player'] = start_node('bag_player', logs / 'bag_player.log', (demo,), {'bag': str(bag)}, env=env)
+    return procs
+
+
+def run_demo(out: Path, seconds: float, source: str | None = None, checkpoint: str | None = None,
+             frames: int = 300, seed: int = 0) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / 'work'
+    work.mkdir(exist_ok=True)
+    bag, source_text = prepare_bag(source, work, frames, seed)
+    crop = 'garg' if source is not None and KittiDrive.is_drive(source) else 'none'
+    env = ros_environment()
+    shutil.rmtree(work / 'checkpoints', ignore_errors=True)
+    logs = out / 'logs'
+    logs.mkdir(exist_ok=True)
+    outputs = out / 'outputs'
+    shutil.rmtree(outputs, ignore_errors=True)
+
+    client = ClientNode(make_node=lambda context: Recorder(context, outputs, NS, TOPICS['image'][0]))
+    recorder = client.node
+    procs: dict[str, NodeProcess] = {}
+    try:
+        procs = start_nodes(config_dir(), work, logs, out, bag, checkpoint, crop, env)
+        print(f'running for {seconds:.0f} s (DEMO_SECONDS) ...', flush=True)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            time.sleep(POLL_S)
+            dead = [name for name, proc in procs.items() if not proc.alive()]
+            if dead:
+                raise RuntimeError(f'{", ".join(dead)} exited early; see {logs}')
+            progress(recorder.record, time.monotonic() - start)
+        duration = time.monotonic() - start
+    finally:
+        stop_nodes(list(procs.values()))
+        client.close()
+        recorder.close()
+    training = yaml.safe_load((config_dir() / 'demo.yaml').read_text())['/**/training_node']['ros__parameters']
+    setup = {'source': source_text, 'init': f'checkpoint {checkpoint}' if checkpoint else 'scratch (random weights)',
+             'model': 'from checkpoint' if checkpoint else f'{training["arch"]} width {training["model_width"]:g}',
+             'input_size': f'{training["width"]}x{training["height"]}'}
+    return write_report(out, recorder.record, duration, setup)
+
+
+def progress(record: RunRecord, elapsed: float) -> None:
+    train, ev = record.latest('training'), record.latest('evaluator')
+    print(f'  t={elapsed:4.0f}s  step {train.get("step", 0):>5}  loss {train.get("loss_ema", "nan")}  '
+          f'depth frames {record.depth_frames}  abs_rel(last) {ev.get("last_abs_rel", "-")}  '
+          f'scale(last) {ev.get("last_scale_ratio", "-")}', flush=True)

@@ -1,0 +1,292 @@
+"""A training session: the policy that keeps a long, unattended training run safe.
+
+It owns the trainer, the replay buffer, the held-out triplets and the checkpoint folder:
+resume from the newest valid checkpoint, skip non-finite steps, roll back when the running
+loss diverges, save atomically with rotation, and validate a checkpoint on held-out
+triplets before saying it should be announced. It knows nothing of ROS: the training node
+feeds it triplets and publishes what it announces; offline training drives it the same way.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from packnet_ros.inference import resolve_device
+from packnet_ros.networks import PoseNet, build_depth_net
+from packnet_ros.training.accumulator import Triplet
+from packnet_ros.training.buffer import ReplayBuffer
+from packnet_ros.training.checkpoint_dir import CheckpointDirectory
+from packnet_ros.training.trainer import Trainer
+
+EMA = 0.05  # weight of the newest step in the running loss
+RATE_WINDOW_S = 2.0
+
+
+@dataclass
+class SessionConfig:
+    """What a session needs; the training node's parameters carry the same names."""
+
+    checkpoint_dir: str | Path
+    height: int = 96
+    width: int = 320
+    init_checkpoint: str = ''
+    arch: str = 'PackNetSlim01'
+    model_width: float = 0.25
+    seed: int = 0
+    device: str = 'cpu'
+    learning_rate: float = 2e-4
+    warmup_steps: int = 100
+    velocity_loss_weight: float = 0.1
+    velocity_warmup_steps: int = 0
+    batch_size: int = 4
+    buffer_triplets: int = 500
+    buffer_mb: float = 256.0
+    min_triplets: int = 8
+    holdout_every: int = 10
+    holdout_size: int = 8
+    save_every_steps: int = 200
+    save_every_seconds: float = 300.0
+    keep_last: int = 3
+    validate_before_announce: bool = True
+    divergence_factor: float = 3.0
+    max_steps: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> 'SessionConfig':
+        """The fields present in `values` (e.g. a node's parameters); others keep defaults."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Held-out loss of a new checkpoint and of the one announced before it."""
+
+    candidate: float
+    announced: float
+
+    @property
+    def passed(self) -> bool:
+        return self.candidate <= self.announced
+
+
+@dataclass
+class StepResult:
+    """What one call of step() did. losses is None when the step was skipped."""
+
+    losses: dict[str, float] | None
+    error: str = ''
+    rolled_back_to: Path | None = None
+    saved: Path | None = None
+    announce: Path | None = None
+
+
+@dataclass
+class SessionStats:
+    triplets: int = 0
+    nonfinite_steps: int = 0
+    failed_steps: int = 0
+    rollbacks: int = 0
+    failed_saves: int = 0
+    not_announced: int = 0
+    steps_per_s: float = 0.0
+    loss_ema: float = math.nan
+    losses: dict[str, float] = field(default_factory=dict)
+    last_saved: Path | None = None
+    announced: Path | None = None
+    last_validation: Validation | None = None
+    rejected_on_resume: list[str] = field(default_factory=list)
+
+
+class TrainingSession:
+    """Thread-safe where it must be: add() from input callbacks, step() from one trainer thread."""
+
+    def __init__(self, config: SessionConfig, logger=None):
+        self.config = config
+        self.log = logger or logging.getLogger(__name__)
+        self.device = resolve_device(config.device)
+        self.folder = CheckpointDirectory(config.checkpoint_dir)
+        self.stats = SessionStats()
+        self.lock = threading.Lock()
+        self.buffer = ReplayBuffer(config.buffer_triplets, int(config.buffer_mb * 2 ** 20), seed=config.seed)
+        self.holdout: list[Triplet] = []
+        self.has_intrinsics = False
+        self.trainer, self.origin = self._start()
+        self.saved_ema = math.nan  # running loss when the last checkpoint was saved
+        self.announced_weights: dict | None = None
+        self._last_save = self._window_start = time.monotonic()
+        self._window_steps = 0
+
+    # ------------------------------------------------------------------ start
+
+    def _start(self) -> tuple[Trainer, str]:
+        """Resume from the newest valid checkpoint, else start from init_checkpoint, else scratch."""
+        c = self.config
+        ckpt, rejected = self.folder.newest_valid()
+        self.stats.rejected_on_resume = rejected
+        for reason in rejected:
+            self.log.warning(f'passing over a checkpoint that cannot be resumed: {reason}')
+        resumed = ckpt is not None
+        if ckpt is None and c.init_checkpoint:
+            ckpt = load_checkpoint(c.init_checkpoint)
+        if ckpt is not None:
+            depth_net, pose_net = ckpt.networks()
+            pose_net = pose_net or PoseNet()
+        else:
+            torch.manual_seed(c.seed)
+            depth_net, pose_net = build_depth_net(c.arch, c.model_width), PoseNet()
+        trainer = Trainer(depth_net, pose_net, np.eye(3), lr=c.learning_rate, velocity_weight=c.velocity_loss_weight,
+                          device=self.device, warmup_steps=c.warmup_steps,
+                          velocity_warmup_steps=c.velocity_warmup_steps)
+        if resumed:
+            self._restore(trainer, ckpt)
+            origin = f'resumed from {ckpt.path} at step {ckpt.step}'
+        else:
+            origin = f'initialised from {ckpt.path}' if ckpt is not None else 'from scratch'
+        self.log.info(f'training {depth_net.arch}(width={depth_net.width:g}) at {c.width}x{c.height} '
+                      f'on {self.device}, {origin}')
+        return trainer, origin
+
+    @staticmethod
+    def _restore(trainer: Trainer, ckpt: Checkpoint) -> None:
+        trainer.load_state_dict({'depth_net': ckpt.depth_state, 'pose_net': ckpt.pose_state
+                                 or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer, 'step': ckpt.step})
+
+    # ------------------------------------------------------------------ input
+
+    def set_intrinsics(self, K: np.ndarray) -> None:
+        """Camera intrinsics [3,3] at the training resolution."""
+        with self.lock:
+            self.trainer.set_intrinsics(K)
+            self.has_intrinsics = True
+
+    def add(self, triplets: Iterable[Triplet]) -> None:
+        """New triplets: every holdout_every-th is held out for validation, the rest train."""
+        c = self.config
+        with self.lock:
+            for triplet in triplets:
+                self.stats.triplets += 1
+                if c.holdout_every > 0 and self.stats.triplets % c.holdout_every == 0:
+                    self.holdout = (self.holdout + [triplet])[-c.holdout_size:]
+                else:
+                    self.buffer.add(triplet)
+
+    @property
+    def step_count(self) -> int:
+        return self.trainer.step_count
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.config.max_steps) and self.trainer.step_count >= self.config.max_steps
+
+    def ready(self) -> bool:
+        with self.lock:
+            return self._can_train()
+
+    def _can_train(self) -> bool:
+        return self.has_intrinsics and len(self.buffer) >= self.config.min_triplets and not self.finished
+
+    # ------------------------------------------------------------------ training
+
+    def step(self) -> StepResult | None:
+        """One optimisation step plus the policy around it; None when not ready to train."""
+        with self.lock:
+            if not self._can_train():
+                return None
+            batch = self.buffer.sample(self.config.batch_size)
+        try:
+            losses = self.trainer.step(batch)
+        except (RuntimeError, ValueError) as exc:  # e.g. a camera that changed size mid-run
+            self.stats.failed_steps += 1
+            return StepResult(None, error=repr(exc))
+        if losses is None:
+            self.stats.nonfinite_steps += 1
+            return StepResult(None, error='non-finite loss')
+        s = self.stats
+        s.losses = losses
+        s.loss_ema = losses['loss'] if math.isnan(s.loss_ema) else (1 - EMA) * s.loss_ema + EMA * losses['loss']
+        self._update_rate()
+        result = StepResult(losses)
+        if self._diverged():
+            result.rolled_back_to = self.roll_back()
+            return result
+        c, now = self.config, time.monotonic()
+        if self.trainer.step_count % c.save_every_steps == 0 or now - self._last_save >= c.save_every_seconds \
+                or self.finished:
+            result.saved, result.announce = self.checkpoint()
+        return result
+
+    def _update_rate(self) -> None:
+        self._window_steps += 1
+        now = time.monotonic()
+        if now - self._window_start >= RATE_WINDOW_S:
+            self.stats.steps_per_s = self._window_steps / (now - self._window_start)
+            self._window_start, self._window_steps = now, 0
+
+    def _diverged(self) -> bool:
+        return (self.stats.last_saved is not None and not math.isnan(self.saved_ema)
+                and self.stats.loss_ema > self.config.divergence_factor * self.saved_ema)
+
+    def roll_back(self) -> Path | None:
+        """Back to the last saved checkpoint: weights, optimizer moments and step."""
+        path = self.stats.last_saved
+        try:
+            self._restore(self.trainer, load_checkpoint(path))
+        except CheckpointError as exc:  # damaged on disk since: keep going, stop comparing against it
+            self.log.error(f'running loss diverged but {exc}; training on')
+            self.saved_ema = self.stats.loss_ema
+            return None
+        self.stats.loss_ema = self.saved_ema
+        self.stats.rollbacks += 1
+        self.log.warning(f'running loss diverged: rolled back to {path}')
+        return path
+
+    def checkpoint(self) -> tuple[Path | None, Path | None]:
+        """Save now; (saved path, path to announce or None). A save that fails keeps training."""
+        t, c = self.trainer, self.config
+        self._last_save = time.monotonic()
+        try:
+            path = save_checkpoint(self.folder.path_for(t.step_count), t.depth_net, t.pose_net, step=t.step_count,
+                                   input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),
+                                   extra={'loss_ema': self.stats.loss_ema})
+        except (CheckpointError, OSError) as exc:
+            self.stats.failed_saves += 1
+            self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
+            return None, None
+        self.stats.last_saved, self.saved_ema = path, self.stats.loss_ema
+        self.folder.prune(c.keep_last, protect=(self.stats.announced, path))
+        validation = self._validate() if c.validate_before_announce else None
+        if validation is not None and not validation.passed:
+            self.stats.not_announced += 1
+            self.log.info(f'saved {path.name}; not announced: held-out loss {validation.candidate:.4f} > '
+                          f'{validation.announced:.4f} of the announced checkpoint')
+            return path, None
+        self.announced_weights = t.weights()
+        self.stats.announced = path
+        self.log.info(f'announcing {path} (step {t.step_count}, loss {self.stats.loss_ema:.4f})')
+        return path, path
+
+    def _validate(self) -> Validation | None:
+        """Held-out loss of the live weights vs the last announced ones, on the same triplets
+        (None when there is nothing to compare with)."""
+        with self.lock:
+            holdout = list(self.holdout)
+        if self.announced_weights is None or not holdout:
+            return None
+        validation = Validation(self.trainer.evaluate(holdout),
+                                self.trainer.evaluate(holdout, self.announced_weights))
+        self.stats.last_validation = validation
+        return validation
+
+    def buffer_fill(self) -> tuple[int, int, int]:
+        """(triplets in the buffer, bytes, held-out triplets)."""
+        with self.lock:
+            return len(self.buffer), self.buffer.nbytes, len(self.holdout)

@@ -1,0 +1,86 @@
+"""Shared test helpers: ../shared fixtures and data, the deterministic weight fill, KITTI triplets.
+
+Nodes are started and watched with packnet_ros.node_process (as the demo and benchmarks do).
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from rclpy.qos import ReliabilityPolicy
+
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.image import read_rgb
+from packnet_ros.training import TripletAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+# Deadline for anything a process test waits on. Generous: on a busy machine (other jobs on
+# every core) a node can take many times its idle time; a working node never comes close.
+DEADLINE = 60.0
+SHARED = Path(os.environ.get('PACKNET_SHARED', Path(__file__).resolve().parents[1].parent / 'shared'))
+REFERENCE = SHARED / 'reference'
+KITTI_TINY = SHARED / 'data' / 'KITTI_tiny'
+KITTI_DRIVE = KITTI_TINY / '2011_09_26' / '2011_09_26_drive_0023_sync'
+
+
+def require(path: Path) -> Path:
+    """Skip (or fail under CI=true) when a shared fixture is absent, e.g. in a user's clone."""
+    if not path.exists():
+        reason = f'shared fixture {path} is absent (tests read it from ../shared)'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def load_fixture(name: str):
+    return torch.load(require(REFERENCE / name), weights_only=True)
+
+
+def deterministic_fill(net: torch.nn.Module) -> torch.nn.Module:
+    """Fill every floating tensor from a generator seeded by the CRC32 of its key."""
+    with torch.no_grad():
+        for name, t in sorted(net.state_dict().items()):
+            if not t.is_floating_point():
+                continue
+            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            z = torch.randn(t.shape, generator=g, dtype=torch.float64)
+            if t.dim() > 1:
+                v = z / math.sqrt(t[0].numel())
+            elif name.endswith('running_var'):
+                v = 1 + 0.1 * z.abs()
+            elif name.endswith('weight'):
+                v = 1 + 0.1 * z
+            else:
+                v = 0.1 * z
+            t.copy_(v.to(t.dtype))
+    return net
+
+
+def kitti_triplets(height: int = 64, width: int = 192):
+    """KITTI_tiny's triplets (speed from OXTS) at the given size, and the intrinsics at that size."""
+    drive = KittiDrive(require(KITTI_DRIVE))
+    acc = TripletAccumulator(height, width)
+    for packet in drive.oxts():
+        acc.add_speed(packet.stamp, packet.speed)
+    triplets = [t for stamp, frame in zip(drive.stamps(), drive.frames)
+                for t in acc.add_frame(stamp, read_rgb(drive.image_path(frame)))]
+    K = scale_intrinsics(drive.intrinsics(), width / 1242, height / 375)
+    return triplets, K
+
+
+def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DEADLINE) -> None:
+    """Until every topic has a subscriber and all of them are reliable: a node at qos_reliability
+    auto has followed our reliable publishers, so nothing we send now is lost to the switch."""
+    def reliable() -> bool:
+        for topic in topics:
+            infos = client.node.get_subscriptions_info_by_topic(topic)
+            if not infos or any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos):
+                return False
+        return True
+    client.wait_for(reliable, timeout, f'reliable subscriptions on {topics}')

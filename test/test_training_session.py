@@ -1,0 +1,160 @@
+"""The training session's policy, without ROS: resume, rollback, saving, validation, rotation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
+from packnet_ros.networks import PackNetSlim01, PoseNet
+from packnet_ros.training import SessionConfig, TrainingSession, Triplet, Validation
+
+from helpers import kitti_triplets
+
+
+@pytest.fixture(scope='module')
+def kitti():
+    return kitti_triplets()
+
+
+def session_for(tmp_path, kitti, **overrides):
+    triplets, K = kitti
+    settings = dict(height=64, width=192, learning_rate=1e-3, warmup_steps=0, min_triplets=2, batch_size=2,
+                    holdout_every=0, save_every_steps=10 ** 6, save_every_seconds=1e9)
+    config = SessionConfig(checkpoint_dir=tmp_path / 'ckpts', **{**settings, **overrides})
+    session = TrainingSession(config)
+    session.set_intrinsics(K)
+    session.add(triplets)
+    return session
+
+
+def weights(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_trains_once_ready_and_saves_on_schedule(tmp_path, kitti):
+    session = session_for(tmp_path, kitti, save_every_steps=3, max_steps=4)
+    results = [session.step() for _ in range(5)]
+    assert [r is not None for r in results] == [True] * 4 + [False]  # max_steps reached
+    assert [r.saved is not None for r in results[:4]] == [False, False, True, True]  # every 3, and the last
+    assert results[2].announce == results[2].saved  # nothing to compare with yet: announced
+    assert load_checkpoint(results[3].saved).step == 4 and session.finished
+
+
+def test_not_ready_without_intrinsics_or_enough_triplets(tmp_path, kitti):
+    session = TrainingSession(SessionConfig(checkpoint_dir=tmp_path, height=64, width=192, min_triplets=3))
+    assert session.step() is None
+    session.add(kitti[0][:3])
+    assert session.step() is None  # no camera_info yet
+    session.set_intrinsics(kitti[1])
+    assert session.ready()
+
+
+def test_holdout_takes_every_nth_triplet(tmp_path, kitti):
+    triplets, _ = kitti
+    session = TrainingSession(SessionConfig(checkpoint_dir=tmp_path, height=64, width=192, holdout_every=2,
+                                            holdout_size=1))
+    session.add(triplets)  # 4 triplets: 2nd and 4th held out, the newest one kept
+    assert session.buffer_fill()[0] == 2 and [t.stamp for t in session.holdout] == [triplets[3].stamp]
+
+
+def test_nonfinite_step_is_skipped_and_counted(tmp_path, kitti):
+    session = session_for(tmp_path, kitti, min_triplets=1)
+    session.buffer.items.clear()
+    triplet = kitti[0][0]
+    session.add([Triplet(triplet.images, np.array([np.nan, 1.0], np.float32), triplet.stamp)])
+    before = weights(session.trainer.depth_net)
+    result = session.step()
+    assert result.losses is None and 'non-finite' in result.error and session.stats.nonfinite_steps == 1
+    assert session.step_count == 0
+    assert all(torch.equal(before[k], v) for k, v in session.trainer.depth_net.state_dict().items())
+
+
+def test_divergence_rolls_back_to_the_last_checkpoint(tmp_path, kitti):
+    session = session_for(tmp_path, kitti)
+    for _ in range(3):
+        session.step()
+    saved, _ = session.checkpoint()
+    kept, kept_step = weights(session.trainer.depth_net), session.step_count
+    session.saved_ema = session.stats.loss_ema / 10  # from here on, the running loss looks 10x worse
+    result = session.step()
+    assert result.rolled_back_to == saved and session.stats.rollbacks == 1 and session.step_count == kept_step
+    assert all(torch.equal(v, kept[k]) for k, v in session.trainer.depth_net.state_dict().items())
+    assert not session._diverged()
+
+
+def test_worse_checkpoint_is_saved_but_not_announced(tmp_path, kitti):
+    session = session_for(tmp_path, kitti)
+    session.holdout = list(kitti[0])
+    session.step()
+    first, announced = session.checkpoint()
+    assert announced == first
+    with torch.no_grad():  # make the networks clearly worse on the held-out triplets
+        for p in session.trainer.depth_net.parameters():
+            p.add_(torch.randn_like(p) * p.abs().mean())
+    session.trainer.step_count += 1
+    second, announced = session.checkpoint()
+    validation = session.stats.last_validation
+    assert announced is None and second.exists() and session.stats.not_announced == 1
+    assert math.isfinite(validation.candidate) and validation.candidate > validation.announced
+    assert session.stats.announced == first
+    session.config.validate_before_announce = False
+    session.step()
+    third, announced = session.checkpoint()
+    assert announced == third
+
+
+def test_rotation_keeps_the_newest_and_the_announced(tmp_path, kitti, monkeypatch):
+    session = session_for(tmp_path, kitti, keep_last=2)
+    session.step()
+    announced, _ = session.checkpoint()
+    monkeypatch.setattr(session, '_validate', lambda: Validation(1.0, 0.5))  # no later checkpoint is better
+    saved = []
+    for _ in range(3):
+        session.step()
+        saved.append(session.checkpoint()[0])
+    assert session.folder.checkpoints() == [saved[2], saved[1], announced]  # 2 newest + the announced one
+    assert session.stats.announced == announced
+
+
+def test_resume_skips_newer_unusable_checkpoints(tmp_path, kitti):
+    first = session_for(tmp_path, kitti)
+    for _ in range(2):
+        first.step()
+    good, _ = first.checkpoint()
+    folder = first.folder
+    (folder.path_for(7)).write_bytes(good.read_bytes()[:5000])  # truncated by a crash
+    payload = torch.load(good, weights_only=True)
+    del payload['depth_net']['disp1_layer.conv1.bias']
+    torch.save(payload, folder.path_for(8))  # written by something that lost a key
+    payload = torch.load(good, weights_only=True)
+    payload['depth_net']['pre_calc.conv_base.weight'].fill_(float('nan'))
+    torch.save(payload, folder.path_for(9))  # poisoned
+    (folder.path / '.step_000000010.ckpt.123.tmp').write_bytes(b'partial')
+    resumed = session_for(tmp_path, kitti)
+    assert resumed.step_count == 2 and resumed.origin == f'resumed from {good} at step 2'
+    assert len(resumed.stats.rejected_on_resume) == 3
+    assert not list(folder.path.glob('.*.tmp'))
+    for k, v in resumed.trainer.depth_net.state_dict().items():
+        assert torch.equal(v, first.trainer.depth_net.state_dict()[k])
+
+
+def test_starts_from_init_checkpoint_at_step_zero(tmp_path, kitti):
+    torch.manual_seed(3)
+    init = save_checkpoint(tmp_path / 'init.ckpt', PackNetSlim01(width=0.25), PoseNet(), step=500)
+    session = session_for(tmp_path, kitti, init_checkpoint=str(init))
+    assert session.step_count == 0 and session.origin == f'initialised from {init}'
+    assert torch.equal(session.trainer.depth_net.pre_calc.conv_base.weight,
+                       load_checkpoint(init).depth_state['pre_calc.conv_base.weight'])
+
+
+def test_trainer_state_round_trip(tmp_path, kitti):
+    session = session_for(tmp_path, kitti)
+    for _ in range(2):
+        session.step()
+    state = session.trainer.state_dict()
+    session.step()
+    session.trainer.load_state_dict(state)
+    assert session.step_count == 2
+    restored = session.trainer.optimizer.state_dict()['state'][0]['exp_avg']
+    assert torch.equal(restored, state['optimizer']['state'][0]['exp_avg'])

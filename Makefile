@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_SECONDS ?= 240
+DEMO_STEPS ?= 200
+DEMO_SECONDS ?= 300
 # Optional: SOURCE=<KITTI drive folder or bag>  CHECKPOINT=<.ckpt>
-DEMO_ARGS = --seconds $(DEMO_SECONDS) $(if $(SOURCE),--source $(SOURCE)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+DEMO_ARGS = --steps $(DEMO_STEPS) --seconds $(DEMO_SECONDS) $(if $(SOURCE),--source $(SOURCE)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 .PHONY: setup test lint bench demo clean
 

@@ -85,13 +85,14 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from packnet_ros.demo import run_demo as demo
+    from packnet_ros.demo import DemoOptions, run_demo
 
-    report = demo(Path(args.out), args.seconds, args.source, args.checkpoint, args.frames, args.seed)
+    report = run_demo(DemoOptions(Path(args.out), args.steps, args.seconds, args.window, args.source,
+                                  args.checkpoint, args.frames, args.seed))
     first, last = report['metrics_first'], report['metrics_last']
     print(f"\n{report['frames']} frames evaluated, {report['train_steps']} training steps in "
-          f"{report['duration_s']:.0f} s; depth {report['depth_fps']:.1f} fps, latency p50 "
-          f"{report['latency_ms_p50']:.0f} ms")
+          f"{report['duration_s']:.0f} s (stopped by {report['stopped_by']}); depth {report['depth_fps']:.1f} fps, "
+          f"latency p50 {report['latency_ms_p50']:.0f} ms")
     for key in ('abs_rel', 'abs_rel_median_scaled', 'scale_ratio'):
         print(f'  {key:24s} first {first[key]:8.3f}   last {last[key]:8.3f}')
     print(f'report: {Path(args.out) / "report.md"}')
@@ -135,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser('demo', help='replay a drive through the nodes, train online, write a report')
     demo.add_argument('--source', help='KITTI drive folder or rosbag2 (default: a synthetic drive)')
     demo.add_argument('--checkpoint', help='start depth and training from this checkpoint (default: scratch)')
-    demo.add_argument('--seconds', type=float, default=240.0, help='how long to run')
+    demo.add_argument('--steps', type=int, default=200, help='training steps; then one more evaluation window')
+    demo.add_argument('--seconds', type=float, default=300.0, help='at most this long, whatever the steps')
+    demo.add_argument('--window', type=int, default=100, help='frames in the first and last evaluation windows')
     demo.add_argument('--out', default='demo_out')
     demo.add_argument('--frames', type=int, default=300, help='synthetic drive length')
     demo.add_argument('--seed', type=int, default=0, help='synthetic drive seed')

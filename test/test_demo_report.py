@@ -39,6 +39,7 @@ def test_markdown_states_whether_learning_showed():
     metrics = {'abs_rel': 0.9, 'abs_rel_median_scaled': 0.5, 'a1': 0.1, 'scale_ratio': 10.0}
     better = {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 2.0}
     report = {'source': 's', 'duration_s': 60, 'init': 'scratch', 'model': 'm', 'input_size': '192x64',
+              'steps_budget': 5, 'seconds_cap': 300, 'stopped_by': 'steps',
               'metrics_first': metrics, 'metrics_last': better, 'frames': 10, 'train_steps': 5,
               'checkpoints_announced': 1, 'depth_fps': 5.0, 'latency_ms_p50': 50, 'latency_ms_p95': 60}
     text = markdown(report)

@@ -48,9 +48,13 @@ def test_player_republishes_identical_bytes_in_order_with_clock(bag, tmp_path):
             c = deserialize_message(raw, Clock).clock
             return c.sec * 10 ** 9 + c.nanosec
 
-        probe.wait_for(lambda: len(arrivals['/kitti/camera/image_raw']) == 7 and len(arrivals['/kitti/odom']) == 7
-                       and arrivals['/clock'] and clock_at(arrivals['/clock'][-1][1]) == last_stamp,
-                       DEADLINE, 'all images, odometry and the final clock')
+        try:
+            probe.wait_for(lambda: len(arrivals['/kitti/camera/image_raw']) == 7 and len(arrivals['/kitti/odom']) == 7
+                           and arrivals['/clock'] and clock_at(arrivals['/clock'][-1][1]) == last_stamp,
+                           DEADLINE, 'all images, odometry and the final clock')
+        except TimeoutError as exc:
+            counts = {topic: len(got) for topic, got in arrivals.items()}
+            raise TimeoutError(f'{exc}; received {counts}; player log: {proc.log_tail()}') from exc
         assert proc.popen.wait(timeout=DEADLINE) == 0  # exits at the end of the bag
     finally:
         proc.stop()

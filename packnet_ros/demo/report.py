@@ -130,8 +130,9 @@ def markdown(report: dict) -> str:
             ('a1 (metric)', 'a1'), ('scale ratio median(gt)/median(pred)', 'scale_ratio')]
     lines = [
         '# packnet_ros demo report', '',
-        f'Source: `{report["source"]}`; {report["duration_s"]:.0f} s of online training from '
-        f'{report["init"]} ({report["model"]}, input {report["input_size"]}).', '',
+        f'Source: `{report["source"]}`; online training from {report["init"]} ({report["model"]}, input '
+        f'{report["input_size"]}): {report["train_steps"]} of {report["steps_budget"]} steps in '
+        f'{report["duration_s"]:.0f} s (stopped by {report["stopped_by"]}; cap {report["seconds_cap"]:.0f} s).', '',
         '| | first frames | last frames |', '| --- | --- | --- |',
         *[f'| {name} | {first[key]:.3f} | {last[key]:.3f} |' for name, key in rows],
         '', f'- evaluated frames: {report["frames"]}; training steps: {report["train_steps"]}; '

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,45 @@ from packnet_ros.node_process import ClientNode, NodeProcess, ros_environment, s
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
 NS = '/packnet'
-POLL_S = 5.0
+POLL_S = 2.0
+RELOAD_MARGIN = 5  # frames the depth node may still serve the previous model after the last checkpoint
+
+
+@dataclass
+class DemoOptions:
+    """What `packnet-ros demo` runs. The budget is training steps; max_seconds caps the run."""
+
+    out: Path
+    steps: int = 200
+    max_seconds: float = 300.0
+    window: int = 100
+    source: str | None = None
+    checkpoint: str | None = None
+    frames: int = 300
+    seed: int = 0
+
+
+class Budget:
+    """Done once training has taken its steps and the evaluator has seen a full window of
+    frames from the final model (and two windows in all, so first and last differ), or at the cap.
+
+    Counted in steps, not seconds: on a busy machine the same demo takes longer, not learns less.
+    """
+
+    def __init__(self, steps: int, window: int, max_seconds: float):
+        self.steps, self.window, self.max_seconds = steps, window, max_seconds
+        self.frames_when_trained: int | None = None
+        self.stopped_by = ''
+
+    def done(self, step: int, frames: int, elapsed: float) -> bool:
+        if self.frames_when_trained is None and step >= self.steps:
+            self.frames_when_trained = frames
+        if self.frames_when_trained is not None and frames > 2 * self.window \
+                and frames >= self.frames_when_trained + self.window + RELOAD_MARGIN:
+            self.stopped_by = 'steps'
+        elif elapsed >= self.max_seconds:
+            self.stopped_by = 'time cap'
+        return bool(self.stopped_by)
 
 
 def config_dir() -> Path:
@@ -51,20 +90,23 @@ def prepare_bag(source: str | None, work: Path, frames: int, seed: int) -> tuple
     return bag, f'{kind} {drive}'
 
 
-def start_nodes(cfg: Path, work: Path, logs: Path, out: Path, bag: Path, checkpoint: str | None,
-                crop: str, env: dict) -> dict[str, NodeProcess]:
+def start_nodes(cfg: Path, work: Path, logs: Path, options: DemoOptions, bag: Path, crop: str,
+                env: dict) -> dict[str, NodeProcess]:
     """depth_node, training_node and depth_evaluator, then the player once they are up."""
     camera = {'image': TOPICS['image'][0], 'camera_info': TOPICS['camera_info'][0]}
     demo = cfg / 'demo.yaml'
     common = dict(namespace=NS, env=env)
+    checkpoint = options.checkpoint
     procs = {
         'depth_node': start_node('depth_node', logs / 'depth_node.log', (cfg / 'depth.yaml', demo),
                                  {'checkpoint': checkpoint} if checkpoint else {}, camera, **common),
         'training_node': start_node('training_node', logs / 'training_node.log', (cfg / 'training.yaml', demo),
-                                    {'checkpoint_dir': str(work / 'checkpoints'), 'init_checkpoint': checkpoint or ''},
+                                    {'checkpoint_dir': str(work / 'checkpoints'), 'init_checkpoint': checkpoint or '',
+                                     'max_steps': options.steps},
                                     {**camera, 'odom': TOPICS['odom'][0]}, **common),
         'depth_evaluator': start_node('depth_evaluator', logs / 'depth_evaluator.log', (demo,),
-                                      {'output_json': str(out / 'evaluation.json'), 'crop': crop},
+                                      {'output_json': str(options.out / 'evaluation.json'), 'crop': crop,
+                                       'window': options.window},
                                       {'depth_gt': TOPICS['depth_gt'][0]}, **common),
     }
     time.sleep(3.0)  # let the nodes load their networks and match before the first frame
@@ -72,12 +114,12 @@ def start_nodes(cfg: Path, work: Path, logs: Path, out: Path, bag: Path, checkpo
     return procs
 
 
-def run_demo(out: Path, seconds: float, source: str | None = None, checkpoint: str | None = None,
-             frames: int = 300, seed: int = 0) -> dict:
+def run_demo(options: DemoOptions) -> dict:
+    out, source, checkpoint = options.out, options.source, options.checkpoint
     out.mkdir(parents=True, exist_ok=True)
     work = out / 'work'
     work.mkdir(exist_ok=True)
-    bag, source_text = prepare_bag(source, work, frames, seed)
+    bag, source_text = prepare_bag(source, work, options.frames, options.seed)
     crop = 'garg' if source is not None and KittiDrive.is_drive(source) else 'none'
     env = ros_environment()
     shutil.rmtree(work / 'checkpoints', ignore_errors=True)
@@ -90,15 +132,21 @@ def run_demo(out: Path, seconds: float, source: str | None = None, checkpoint: s
     recorder = client.node
     procs: dict[str, NodeProcess] = {}
     try:
-        procs = start_nodes(config_dir(), work, logs, out, bag, checkpoint, crop, env)
-        print(f'running for {seconds:.0f} s (DEMO_SECONDS) ...', flush=True)
+        procs = start_nodes(config_dir(), work, logs, options, bag, crop, env)
+        budget = Budget(options.steps, options.window, options.max_seconds)
+        print(f'training {options.steps} steps (DEMO_STEPS), then evaluating {options.window} more frames; '
+              f'at most {options.max_seconds:.0f} s (DEMO_SECONDS) ...', flush=True)
         start = time.monotonic()
-        while time.monotonic() - start < seconds:
+        while True:
             time.sleep(POLL_S)
             dead = [name for name, proc in procs.items() if not proc.alive()]
             if dead:
                 raise RuntimeError(f'{", ".join(dead)} exited early; see {logs}')
-            progress(recorder.record, time.monotonic() - start)
+            record, elapsed = recorder.record, time.monotonic() - start
+            progress(record, elapsed)
+            if budget.done(int(record.latest('training').get('step', 0)),
+                           int(record.latest('evaluator').get('frames', 0)), elapsed):
+                break
         duration = time.monotonic() - start
     finally:
         stop_nodes(list(procs.values()))
@@ -107,7 +155,8 @@ def run_demo(out: Path, seconds: float, source: str | None = None, checkpoint: s
     training = yaml.safe_load((config_dir() / 'demo.yaml').read_text())['/**/training_node']['ros__parameters']
     setup = {'source': source_text, 'init': f'checkpoint {checkpoint}' if checkpoint else 'scratch (random weights)',
              'model': 'from checkpoint' if checkpoint else f'{training["arch"]} width {training["model_width"]:g}',
-             'input_size': f'{training["width"]}x{training["height"]}'}
+             'input_size': f'{training["width"]}x{training["height"]}', 'steps_budget': options.steps,
+             'seconds_cap': options.max_seconds, 'stopped_by': budget.stopped_by}
     return write_report(out, recorder.record, duration, setup)
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -28,6 +29,7 @@ PARAMETERS = {
     'publish_clock': (True, 'publish bag time on /clock'),
     'exit_at_end': (True, 'shut the node down when the bag ends (ignored with loop)'),
     'wait_for_subscribers': (0, 'before playing, wait until this many subscriptions match our topics'),
+    'drain_timeout': (10.0, 'seconds to wait at the end for subscribers to acknowledge the last messages'),
     'start_delay': (0.5, 'seconds to wait before playing (after wait_for_subscribers), so that '
                          'subscribers have matched our publishers from their side too'),
 }
@@ -84,7 +86,17 @@ class BagPlayer(Node):
             if not p['loop']:
                 break
         if self.finished is not None:
+            self._drain()
             self.finished.set_result(self.published)
+
+    def _drain(self) -> None:
+        """Before exiting, let subscribers acknowledge what was sent: a large reliable message still
+        being repaired when its publisher is destroyed is lost (seen on a busy machine)."""
+        deadline = Duration(seconds=self.params['drain_timeout'])
+        for publisher in self.publishers_by_topic.values():
+            if not publisher.wait_for_all_acked(deadline):
+                self.get_logger().warn(f'{publisher.topic_name}: not every subscriber acknowledged the last '
+                                       f'messages within {self.params["drain_timeout"]:g} s')
 
     def close(self) -> None:
         """The player thread notices shutdown (rclpy.ok) and stops by itself."""

@@ -2,12 +2,11 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -19,6 +18,11 @@ def generate_launch_description():
         DeclareLaunchArgument('checkpoint', default_value='', description='official .ckpt or packnet_ros checkpoint'),
         DeclareLaunchArgument('namespace', default_value='packnet'),
         DeclareLaunchArgument('rviz', default_value='false'),
+        DeclareLaunchArgument('fixed_frame', default_value='camera_color_optical_frame',
+                              description="rviz fixed frame: the camera's frame_id (clouds are stamped in it)"),
+        DeclareLaunchArgument('fastdds_profile', default_value=os.path.join(share, 'config', 'fastdds.xml'),
+                              description='Fast DDS profile with segments large enough for camera frames'),
+        SetEnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE', LaunchConfiguration('fastdds_profile')),
     ]
     depth = Node(
         package='packnet_ros', executable='depth_node', name='depth_node',
@@ -29,6 +33,7 @@ def generate_launch_description():
                     ('camera_info', LaunchConfiguration('camera_info'))],
     )
     rviz = Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
-                arguments=['-d', os.path.join(share, 'config', 'packnet.rviz')],
+                arguments=['-d', os.path.join(share, 'config', 'packnet.rviz'),
+                           '-f', LaunchConfiguration('fixed_frame')],
                 condition=IfCondition(LaunchConfiguration('rviz')))
     return LaunchDescription(args + [depth, rviz])

@@ -6,12 +6,11 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -25,6 +24,9 @@ def generate_launch_description():
         DeclareLaunchArgument('checkpoint_dir', default_value='checkpoints'),
         DeclareLaunchArgument('output_json', default_value='kitti_replay_metrics.json'),
         DeclareLaunchArgument('rviz', default_value='false'),
+        DeclareLaunchArgument('fastdds_profile', default_value=os.path.join(config, 'fastdds.xml'),
+                              description='Fast DDS profile with segments large enough for KITTI frames'),
+        SetEnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE', LaunchConfiguration('fastdds_profile')),
     ]
     camera = [('image', '/kitti/camera/image_raw'), ('camera_info', '/kitti/camera/camera_info')]
     nodes = [
@@ -43,7 +45,7 @@ def generate_launch_description():
              output='screen', remappings=[('depth_gt', '/kitti/depth_gt')],
              parameters=[{'output_json': LaunchConfiguration('output_json')}]),
         Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
-             arguments=['-d', os.path.join(config, 'packnet.rviz')],
+             arguments=['-d', os.path.join(config, 'kitti_replay.rviz')],
              condition=IfCondition(LaunchConfiguration('rviz'))),
     ]
     return LaunchDescription(args + nodes)

@@ -6,11 +6,10 @@
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():
@@ -25,6 +24,9 @@ def generate_launch_description():
         DeclareLaunchArgument('checkpoint_dir', default_value='checkpoints'),
         DeclareLaunchArgument('init_checkpoint', default_value=''),
         DeclareLaunchArgument('namespace', default_value='packnet'),
+        DeclareLaunchArgument('fastdds_profile', default_value=os.path.join(share, 'config', 'fastdds.xml'),
+                              description='Fast DDS profile with segments large enough for camera frames'),
+        SetEnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE', LaunchConfiguration('fastdds_profile')),
     ]
     camera = [('image', LaunchConfiguration('image')),
               ('image/compressed', [LaunchConfiguration('image'), '/compressed']),

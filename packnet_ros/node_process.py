@@ -22,15 +22,19 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from packnet_ros.config import use_fastdds_profile
+
 BIN = Path(sys.executable).parent
 
 
 def ros_environment(domain_id: int | None = None) -> dict[str, str]:
     """Our own ROS domain (default: one derived from this process id) with discovery limited
-    to this machine. Also applied to os.environ, so rclpy contexts made here join it."""
+    to this machine, and our Fast DDS profile. Also applied to os.environ, so rclpy contexts
+    made here join it."""
     domain = domain_id if domain_id is not None else 10 + os.getpid() % 90
     os.environ['ROS_DOMAIN_ID'] = str(domain)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    use_fastdds_profile()
     return dict(os.environ, PYTHONUNBUFFERED='1')
 
 

@@ -75,12 +75,16 @@ def kitti_triplets(height: int = 64, width: int = 192):
 
 
 def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DEADLINE) -> None:
-    """Until every topic has a subscriber and all of them are reliable: a node at qos_reliability
-    auto has followed our reliable publishers, so nothing we send now is lost to the switch."""
+    """Until every topic has a subscriber, all of them reliable and all matched by this client's
+    publishers: a node at qos_reliability auto has followed our reliable publishers, so nothing
+    we send now is lost to the switch."""
     def reliable() -> bool:
         for topic in topics:
             infos = client.node.get_subscriptions_info_by_topic(topic)
             if not infos or any(i.qos_profile.reliability != ReliabilityPolicy.RELIABLE for i in infos):
                 return False
+            ours = [p for p in client.node.publishers if p.topic_name == topic]
+            if any(p.get_subscription_count() != len(infos) for p in ours):
+                return False
         return True
-    client.wait_for(reliable, timeout, f'reliable subscriptions on {topics}')
+    client.wait_for(reliable, timeout, f'reliable, matched subscriptions on {topics}')

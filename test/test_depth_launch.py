@@ -6,10 +6,9 @@ import pytest
 
 pytest.importorskip('launch_testing', reason='launch_testing is not installable from PyPI; '
                     'test_depth_node.py starts the same executable as a process')
+import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-
-import launch  # noqa: E402
 
 
 @pytest.mark.launch_test

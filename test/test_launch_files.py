@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from packnet_ros.data.bag import TOPICS, deserialize, read_messages, write_kitti_bag
+from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
 from packnet_ros.nodes.training_node import PARAMETERS as TRAINING_PARAMETERS
 
@@ -73,10 +75,40 @@ def test_demo_overrides_are_parameters_of_the_nodes_they_name():
             assert type(value) is type(declared[name][0]), f'{key}: {name}: {value!r}'
 
 
-def test_rviz_config_shows_depth_and_cloud():
-    displays = yaml.safe_load((REPO / 'config' / 'packnet.rviz').read_text())['Visualization Manager']['Displays']
-    classes = {d['Class'] for d in displays}
+def rviz(name):
+    manager = yaml.safe_load((REPO / 'config' / name).read_text())['Visualization Manager']
+    return manager['Displays'], manager['Global Options']['Fixed Frame']
+
+
+@pytest.mark.parametrize('name', ['packnet.rviz', 'kitti_replay.rviz'])
+def test_rviz_config_shows_depth_and_cloud(name):
+    classes = {d['Class'] for d in rviz(name)[0]}
     assert {'rviz_default_plugins/Image', 'rviz_default_plugins/PointCloud2'} <= classes
+
+
+def test_kitti_replay_rviz_matches_the_bag_and_the_nodes(tmp_path):
+    """rviz draws only what is published, in a frame it can resolve: its topics must be the
+    bag's or the namespaced nodes' outputs, its fixed frame the frame the bag stamps (no TF)."""
+    drive = write_kitti_drive(tmp_path / 'drive', 3, seed=0, camera=CameraRig(96, 32), workers=1)
+    bag = write_kitti_bag(drive, tmp_path / 'bag')
+    frames = {deserialize(raw, msgtype).header.frame_id for _, msgtype, _, raw in
+              read_messages(bag, [TOPICS['image'][0], TOPICS['depth_gt'][0]])}
+    source = (REPO / 'launch' / 'kitti_replay.launch.py').read_text()
+    remapped_image = dict(re.findall(r"\('(\w+)', '(/[\w/]+)'\)", source))['image']
+    namespaces = re.findall(r"executable='depth_node', name='depth_node', namespace='(\w+)'", source)
+    assert remapped_image == TOPICS['image'][0] and len(namespaces) == 1
+    outputs = {f'/{namespaces[0]}/{t}' for t in ('depth', 'points', 'depth/camera_info', 'depth/colored')}
+    displays, fixed_frame = rviz('kitti_replay.rviz')
+    assert frames == {fixed_frame}
+    topics = [d['Topic']['Value'] for d in displays if 'Topic' in d]
+    assert remapped_image in topics and {'/packnet/depth', '/packnet/points'} <= set(topics)
+    for topic in topics:
+        assert topic in outputs | {t for t, _ in TOPICS.values()}, f'rviz shows {topic}, which nothing publishes'
+
+
+def test_depth_launch_gives_rviz_the_camera_frame():
+    source = (REPO / 'launch' / 'depth.launch.py').read_text()
+    assert "'-f', LaunchConfiguration('fixed_frame')" in source and "DeclareLaunchArgument('fixed_frame'" in source
 
 
 def test_package_xml_declares_runtime_and_test_dependencies():

@@ -36,6 +36,11 @@ def _types():
             t['sensor_msgs/msg/CameraInfo'], t['sensor_msgs/msg/RegionOfInterest'], t['nav_msgs/msg/Odometry'])
 
 
+def camera_frame(camera: int = 2) -> str:
+    """frame_id of a KITTI colour camera's messages (the optical frame: x right, y down, z forward)."""
+    return f'kitti_camera_0{camera}_optical'
+
+
 def stamp_ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
 
@@ -111,7 +116,7 @@ def write_kitti_bag(drive_dir: str | Path, out_bag: str | Path, storage: str = '
     stamps, K, packets = drive.stamps(), drive.intrinsics(), drive.oxts()
     if len(packets) != len(drive.frames):
         raise KittiError(f'{len(drive.frames)} images but {len(packets)} OXTS packets in {drive.path}')
-    frame_id = f'kitti_camera_0{camera}_optical'
+    frame_id = camera_frame(camera)
     first = packets[0].values
     scale = math.cos(math.radians(first['lat']))
     origin = (*mercator(first['lat'], first['lon'], scale), first['alt'])

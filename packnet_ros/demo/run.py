@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from packnet_ros.config import config_dir
 from packnet_ros.data.bag import TOPICS, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.demo.recorder import Recorder, RunRecord
 from packnet_ros.demo.report import write_report
 from packnet_ros.node_process import ClientNode, NodeProcess, ros_environment, start_node, stop_nodes
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
 NS = '/packnet'
 POLL_S = 2.0
 RELOAD_MARGIN = 5  # frames the depth node may still serve the previous model after the last checkpoint
@@ -61,14 +61,6 @@ class Budget:
         elif elapsed >= self.max_seconds:
             self.stopped_by = 'time cap'
         return bool(self.stopped_by)
-
-
-def config_dir() -> Path:
-    """config/ of the source tree, else the installed share/packnet_ros/config."""
-    if (REPO_CONFIG / 'depth.yaml').is_file():
-        return REPO_CONFIG
-    from ament_index_python.packages import get_package_share_directory
-    return Path(get_package_share_directory('packnet_ros')) / 'config'
 
 
 def prepare_bag(source: str | None, work: Path, frames: int, seed: int) -> tuple[Path, str]:

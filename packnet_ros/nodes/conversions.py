@@ -82,7 +82,7 @@ def compressed_size(data: bytes | memoryview) -> tuple[int, int]:
         with PILImage.open(io.BytesIO(data)) as header:
             return header.size
     except PILImage.DecompressionBombError as exc:
-        raise ConversionError(f'compressed image is far too large: {exc}') from exc
+        raise ConversionError(f'compressed image refused before decoding: {exc}') from exc
     except (OSError, ValueError, SyntaxError) as exc:  # what Pillow raises for unknown or broken data
         raise ConversionError(f'cannot decode compressed image ({len(data)} bytes): {exc}') from exc
 
@@ -96,7 +96,10 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = MAX_IMAGE_PIXELS) 
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if not data.size:
         raise ConversionError(f'compressed image is empty (format {msg.format!r})')
-    _check_pixels(*compressed_size(data.tobytes()), max_pixels)
+    try:
+        _check_pixels(*compressed_size(data.tobytes()), max_pixels)
+    except ConversionError as exc:
+        raise ConversionError(f'compressed image refused before decoding: {exc}') from exc
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ConversionError(f'cannot decode compressed image (format {msg.format!r}, {data.size} bytes)')

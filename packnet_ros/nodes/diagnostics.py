@@ -50,11 +50,11 @@ class Health:
 
 
 class StatusPublisher:
-    """Publishes a node's status (name '<node>: <what>') with string key/values."""
+    """Publishes a node's status (name '<namespace>/<node>: <what>') with string key/values."""
 
     def __init__(self, node: Node, what: str, hardware_id: str = ''):
         self.node = node
-        self.name = f'{node.get_name()}: {what}'
+        self.name = f'{node.get_fully_qualified_name()}: {what}'
         self.hardware_id = hardware_id
         self.publisher = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
 

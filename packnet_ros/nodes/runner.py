@@ -8,14 +8,17 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from packnet_ros.checkpoints import CheckpointError
+from packnet_ros.config import use_fastdds_profile
 
 
 def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     """Spin the node until shutdown, or until its `finished` future (if it has one) completes.
 
     A node's close() (stop threads, write outputs) runs however spinning ended. A node that
-    cannot start (bad parameter, unusable checkpoint) logs why and exits with status 1.
+    cannot start (bad parameter, unusable checkpoint) logs why and exits with status 1. Fast DDS
+    gets our profile (config/fastdds.xml) unless another is configured.
     """
+    use_fastdds_profile()
     rclpy.init(args=args)
     node = None
     try:

@@ -77,6 +77,7 @@ def stamp_seconds(header: Header) -> float:
 
 @dataclass
 class InputCounters:
+    frames: int = 0
     no_camera_info: int = 0
     bad_images: int = 0
     camera_info_rejected: int = 0
@@ -142,6 +143,7 @@ class TrainingNode(Node):
                                    f'{self.params["max_speed"]:g})', throttle_duration_sec=WARN_PERIOD_S)
 
     def on_image(self, msg: Image | CompressedImage) -> None:
+        self.counters.frames += 1
         if self.image_size is None:
             self.counters.no_camera_info += 1
             self.get_logger().warn('no camera_info yet: frames are not used for training',
@@ -192,6 +194,7 @@ class TrainingNode(Node):
             'buffer_triplets': f'{buffered}/{c.buffer_triplets}',
             'buffer_mb': f'{nbytes / 2 ** 20:.1f}/{c.buffer_mb:.0f}',
             'holdout_triplets': str(held_out),
+            'frames': str(self.counters.frames),
             'triplets': str(s.triplets),
             **{f'skipped_{k}': str(v) for k, v in self.accumulator.skipped.items()},
             'skipped_no_camera_info': str(self.counters.no_camera_info),

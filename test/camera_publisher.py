@@ -30,16 +30,17 @@ def main() -> None:
     node = Node('camera_driver')
     pub = node.create_publisher(Image, topic, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                                                          reliability=policy))
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
+    deadline, ready_since = time.monotonic() + DEADLINE, None
+    while time.monotonic() < deadline:  # the right subscriptions, matched, for a second on end
         infos = node.get_subscriptions_info_by_topic(pub.topic_name)
-        if len(infos) >= subscribers and all(i.qos_profile.reliability == policy for i in infos) \
-                and pub.get_subscription_count() >= subscribers:
+        ready = len(infos) == subscribers and all(i.qos_profile.reliability == policy for i in infos) \
+            and pub.get_subscription_count() == subscribers
+        ready_since = (ready_since or time.monotonic()) if ready else None
+        if ready_since and time.monotonic() - ready_since >= 1.0:
             break
         time.sleep(0.05)
     else:
         sys.exit(f'no {subscribers} {reliability} subscriptions of {pub.topic_name} within {DEADLINE} s')
-    time.sleep(1.0)  # we see the match; let the subscribers' side see it too
     pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8).tobytes()
     for index, (rate, frames) in enumerate(schedule):
         start = time.monotonic()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -74,10 +75,11 @@ def kitti_triplets(height: int = 64, width: int = 192):
     return triplets, K
 
 
-def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DEADLINE) -> None:
+def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DEADLINE, settle: float = 1.0) -> None:
     """Until every topic has a subscriber, all of them reliable and all matched by this client's
-    publishers: a node at qos_reliability auto has followed our reliable publishers, so nothing
-    we send now is lost to the switch."""
+    publishers, and that for `settle` seconds on end: a node at qos_reliability auto has
+    followed our reliable publishers, so nothing we send now is lost to a switch (a replaced
+    subscription can stay matched for a moment after it is gone)."""
     def reliable() -> bool:
         for topic in topics:
             infos = client.node.get_subscriptions_info_by_topic(topic)
@@ -87,4 +89,12 @@ def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DE
             if any(p.get_subscription_count() != len(infos) for p in ours):
                 return False
         return True
-    client.wait_for(reliable, timeout, f'reliable, matched subscriptions on {topics}')
+    since = []
+
+    def settled() -> bool:
+        if not reliable():
+            since.clear()
+            return False
+        since.append(time.monotonic())
+        return since[-1] - since[0] >= settle
+    client.wait_for(settled, timeout, f'reliable, matched subscriptions on {topics}')

@@ -92,6 +92,7 @@ class LatestFrame:
 
 @dataclass
 class Counters:
+    received: int = 0
     processed: int = 0
     errors: int = 0
     camera_info_rejected: int = 0
@@ -246,6 +247,7 @@ class DepthNode(Node):
             self.get_logger().warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
 
     def on_image(self, msg: Image | CompressedImage) -> None:
+        self.counters.received += 1
         self.frames.put((msg, time.monotonic()))
 
     # ---------------------------------------------------------------- work
@@ -322,6 +324,7 @@ class DepthNode(Node):
         est, c = self.estimator, self.counters
         values = {
             **self.timings.summary(),
+            'received': str(c.received),
             'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
             'errors': str(c.errors),
@@ -332,7 +335,7 @@ class DepthNode(Node):
             'training_step': str(est.step),
             'device': str(self.device),
             'input_size': f'{est.width}x{est.height}',
-            'input_reliability': self.image_sub.reliability.name.lower(),
+            'input_reliability': self.image_sub.reliability,
         }
         message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'
         self.status.report(message, values, self.health)

@@ -2,9 +2,11 @@
 
 A best-effort subscription matches every publisher, but large samples (1.4 MB images) from
 a reliable publisher then arrive best effort and most are lost when a fragment is; a
-reliable one gets nothing from a best-effort camera. 'auto' subscribes reliably when every
-discovered publisher is reliable and best effort otherwise, and re-checks as publishers
-come and go, so either kind of camera delivers every frame it can.
+reliable one gets nothing from a best-effort camera. 'auto' waits for the first publisher,
+subscribes reliably when every discovered publisher is reliable and best effort otherwise,
+and re-checks as publishers come and go, so either kind of camera delivers every frame it
+can. (Subscribing only once a publisher is known avoids replacing a subscription, and
+losing the frames in flight, in the usual case of one camera.)
 """
 from __future__ import annotations
 
@@ -31,20 +33,24 @@ class InputSubscription:
     def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable, reliability: str, depth: int):
         self.node, self.msg_type, self.callback, self.depth = node, msg_type, callback, depth
         self.mode = check_reliability(reliability)
-        initial = RELIABILITY.get(reliability, ReliabilityPolicy.BEST_EFFORT)
-        self.subscription = self._subscribe(topic, initial)
-        self.topic = self.subscription.topic_name  # resolved: namespace and remapping applied
+        self.topic = node.resolve_topic_name(topic)  # namespace and remapping applied
+        self.subscription = None
         if self.mode == 'auto':
             self._follow_publishers()
             node.create_timer(RECHECK_PERIOD_S, self._follow_publishers)
+        else:
+            self.subscription = self._subscribe(RELIABILITY[reliability])
 
     @property
-    def reliability(self) -> ReliabilityPolicy:
-        return self.subscription.qos_profile.reliability
+    def reliability(self) -> str:
+        """'reliable', 'best_effort', or 'none' while auto still waits for a publisher."""
+        if self.subscription is None:
+            return 'none'
+        return self.subscription.qos_profile.reliability.name.lower()
 
-    def _subscribe(self, topic: str, reliability: ReliabilityPolicy):
+    def _subscribe(self, reliability: ReliabilityPolicy):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=reliability)
-        return self.node.create_subscription(self.msg_type, topic, self.callback, qos)
+        return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos)
 
     def _follow_publishers(self) -> None:
         publishers = self.node.get_publishers_info_by_topic(self.topic)
@@ -53,9 +59,10 @@ class InputSubscription:
         wanted = (ReliabilityPolicy.RELIABLE
                   if all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
                   else ReliabilityPolicy.BEST_EFFORT)
-        if wanted != self.reliability:
-            self.node.destroy_subscription(self.subscription)
-            self.subscription = self._subscribe(self.topic, wanted)
+        if self.subscription is None or wanted != self.subscription.qos_profile.reliability:
+            if self.subscription is not None:
+                self.node.destroy_subscription(self.subscription)
+            self.subscription = self._subscribe(wanted)
             self.node.get_logger().info(f'{self.topic}: subscribed {wanted.name.lower()} to match '
                                         f'{len(publishers)} publisher(s)')
 

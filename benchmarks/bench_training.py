@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
-from packnet_ros.training import ReplayBuffer, Trainer, Triplet, TripletAccumulator
+from packnet_ros.training import ReplayBuffer, Trainer, TrainerConfig, Triplet, TripletAccumulator
 
 MODELS = {'PackNetSlim01-w0.25': lambda: PackNetSlim01(width=0.25), 'PackNet01': lambda: PackNet01()}
 SIZES = ((96, 320), (192, 640))
@@ -30,7 +30,7 @@ def triplets(h: int, w: int, n: int) -> list[Triplet]:
 def step_time(name: str, h: int, w: int, batch: int, repeat: int, device: torch.device) -> float:
     torch.manual_seed(0)
     K = np.array([[0.58 * w, 0, w / 2], [0, 1.92 * h, h / 2], [0, 0, 1]])
-    trainer = Trainer(MODELS[name](), PoseNet(), K, lr=1e-4, device=device, warmup_steps=0)
+    trainer = Trainer(MODELS[name](), PoseNet(), K, TrainerConfig(learning_rate=1e-4, warmup_steps=0), device=device)
     data = triplets(h, w, batch)
     trainer.step(data)  # warm-up
     times = []
@@ -53,7 +53,7 @@ def ingest_rate(seconds: float = 10.0) -> dict:
     buffer = ReplayBuffer(500, 256 << 20, seed=0)
     lock = threading.Lock()
     K = np.array([[0.58 * w, 0, w / 2], [0, 1.92 * h, h / 2], [0, 0, 1]])
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-4, warmup_steps=0)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, TrainerConfig(learning_rate=1e-4, warmup_steps=0))
     for t in triplets(h, w, 8):
         buffer.add(t)
     stop = threading.Event()

@@ -278,6 +278,7 @@ class Checkpoint:
     optimizer: dict | None = None
     extra: dict = field(default_factory=dict)
     created: str | None = None
+    min_depth: float = 0.5  # the depth heads' scale (learnt by our trainer; official networks use 0.5)
 
     @property
     def name(self) -> str:
@@ -285,7 +286,7 @@ class Checkpoint:
 
     def networks(self) -> tuple[PackNet, PoseNet | None]:
         """Build and fill the networks (eval mode); the pose network only if the file has one."""
-        depth_net = build_depth_net(self.arch, self.width, self.version)
+        depth_net = build_depth_net(self.arch, self.width, self.version, self.min_depth)
         _load_state(depth_net, self.depth_state, self.path, 'depth')
         pose_net = None
         if self.pose_state:
@@ -303,7 +304,15 @@ def _ours(ckpt: dict, path: Path) -> Checkpoint:
         pose_state=_check_state(ckpt['pose_net'], path, 'pose') if ckpt['pose_net'] is not None else None,
         nb_ref_imgs=ckpt['nb_ref_imgs'], input_size=tuple(ckpt['input_size']) if ckpt['input_size'] else None,
         step=ckpt['step'], optimizer=_check_optimizer(ckpt['optimizer'], path), extra=ckpt['extra'] or {},
-        created=ckpt['created'])
+        created=ckpt['created'], min_depth=_min_depth(ckpt, path))
+
+
+def _min_depth(ckpt: dict, path: Path) -> float:
+    """Files written before the depth scale was learnt have none: the heads' default."""
+    value = ckpt.get('min_depth', 0.5)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float('inf'):
+        raise CheckpointError(f'{path}: min_depth {value!r} is not a positive finite number')
+    return float(value)
 
 
 def _official(ckpt: Any, path: Path) -> Checkpoint:
@@ -362,6 +371,7 @@ def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseN
         'arch': depth_net.arch,
         'version': depth_net.version,
         'width': depth_net.width,
+        'min_depth': depth_net.min_depth,
         'nb_ref_imgs': pose_net.nb_ref_imgs if pose_net is not None else None,
         'input_size': list(input_size) if input_size else None,
         'step': int(step),

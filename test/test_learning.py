@@ -7,7 +7,7 @@ import torch
 
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.training import Trainer, TripletAccumulator
+from packnet_ros.training import Trainer, TrainerConfig, TripletAccumulator
 
 H, W, STEPS, BATCH = 64, 192, 40, 4
 
@@ -28,8 +28,8 @@ def triplets():
 def train(triplets, velocity_weight):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), CameraRig(W, H).K, lr=1e-3,
-                      velocity_weight=velocity_weight, warmup_steps=0)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), CameraRig(W, H).K, TrainerConfig(
+        learning_rate=1e-3, velocity_loss_weight=velocity_weight, warmup_steps=0))
     held_out = triplets[::5]
     train_set = [t for i, t in enumerate(triplets) if i % 5]
     with torch.no_grad():

@@ -5,7 +5,7 @@ import torch
 
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.training import ReplayBuffer, SpeedTrack, Trainer, Triplet, TripletAccumulator
+from packnet_ros.training import ReplayBuffer, SpeedTrack, Trainer, TrainerConfig, Triplet, TripletAccumulator
 
 from helpers import KITTI_DRIVE, kitti_triplets
 
@@ -135,7 +135,7 @@ def test_kitti_distances_agree_with_gps():
 def test_trainer_step_updates_and_reduces_loss_on_repeated_batch():
     torch.manual_seed(0)
     triplets, K = kitti_triplets()
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3, warmup_steps=0)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, TrainerConfig(learning_rate=1e-3, warmup_steps=0))
     first = trainer.step(triplets)
     assert first is not None and set(first) >= {'loss', 'photometric', 'smoothness', 'velocity', 'scale'}
     for _ in range(14):
@@ -147,7 +147,7 @@ def test_trainer_step_updates_and_reduces_loss_on_repeated_batch():
 
 def test_learning_rate_warms_up_linearly():
     triplets, K = kitti_triplets()
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, lr=1e-3, warmup_steps=4)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, TrainerConfig(learning_rate=1e-3, warmup_steps=4))
     seen = []
     for _ in range(6):
         seen.append(trainer.learning_rate())
@@ -158,7 +158,8 @@ def test_learning_rate_warms_up_linearly():
 
 def test_velocity_weight_ramps_up():
     triplets, K = kitti_triplets()
-    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, velocity_weight=0.4, velocity_warmup_steps=4)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K,
+                      TrainerConfig(velocity_loss_weight=0.4, velocity_warmup_steps=4))
     weights = []
     for _ in range(5):
         weights.append(trainer.current_velocity_weight())

@@ -6,6 +6,8 @@ model can train at interactive speed on a CPU; width=1.0 is the official network
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,7 +36,7 @@ class PackNet(nn.Module):
     base_channels: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
     num_3d_feat: int = 0
 
-    def __init__(self, version: str = '1A', width: float = 1.0):
+    def __init__(self, version: str = '1A', width: float = 1.0, min_depth: float = 0.5):
         super().__init__()
         if version != '1A':
             raise ValueError(f'unsupported PackNet version {version!r}; only "1A" (skip concatenation, '
@@ -77,12 +79,36 @@ class PackNet(nn.Module):
         self.iconv2 = Conv2D(n2 + n1 + 1, n2, 3, 1)
         self.iconv1 = Conv2D(n1 + ni + 1, n1, 3, 1)
 
-        self.disp4_layer = InvDepth(n4)
-        self.disp3_layer = InvDepth(n3)
-        self.disp2_layer = InvDepth(n2)
-        self.disp1_layer = InvDepth(n1)
+        self.disp4_layer = InvDepth(n4, min_depth=min_depth)
+        self.disp3_layer = InvDepth(n3, min_depth=min_depth)
+        self.disp2_layer = InvDepth(n2, min_depth=min_depth)
+        self.disp1_layer = InvDepth(n1, min_depth=min_depth)
 
         self.init_weights()
+
+    @property
+    def heads(self) -> tuple[InvDepth, ...]:
+        return self.disp1_layer, self.disp2_layer, self.disp3_layer, self.disp4_layer
+
+    @property
+    def min_depth(self) -> float:
+        """Depth = min_depth / sigmoid(head output): the nearest depth, and the network's scale."""
+        return self.disp1_layer.min_depth
+
+    def set_min_depth(self, min_depth: float) -> None:
+        if not (min_depth > 0 and math.isfinite(min_depth)):
+            raise ValueError(f'min_depth must be positive and finite, got {min_depth}')
+        for head in self.heads:
+            head.min_depth = float(min_depth)
+
+    def initialize_depth(self, depth: float) -> None:
+        """Make a fresh network predict about `depth` metres everywhere (instead of 2 x min_depth),
+        through the heads' bias: a prior for training from scratch."""
+        if not depth > 2 * self.min_depth:
+            raise ValueError(f'initial depth {depth} must exceed twice min_depth ({self.min_depth})')
+        with torch.no_grad():
+            for head in self.heads:
+                head.conv1.bias.fill_(math.log(self.min_depth / (depth - self.min_depth)))
 
     def init_weights(self) -> None:
         """Xavier-uniform convolutions with zero bias, as the original trains from."""
@@ -140,8 +166,8 @@ class PackNetSlim01(PackNet):
 DEPTH_NETWORKS: dict[str, type[PackNet]] = {cls.arch: cls for cls in (PackNet01, PackNetSlim01)}
 
 
-def build_depth_net(arch: str, width: float = 1.0, version: str = '1A') -> PackNet:
+def build_depth_net(arch: str, width: float = 1.0, version: str = '1A', min_depth: float = 0.5) -> PackNet:
     """The one way to build a depth network by name (nodes, checkpoints and trainers use it)."""
     if arch not in DEPTH_NETWORKS:
         raise ValueError(f'unknown depth architecture {arch!r}; known: {sorted(DEPTH_NETWORKS)}')
-    return DEPTH_NETWORKS[arch](version=version, width=width)
+    return DEPTH_NETWORKS[arch](version=version, width=width, min_depth=min_depth)

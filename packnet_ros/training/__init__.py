@@ -3,7 +3,7 @@ from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumul
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession, Validation
-from packnet_ros.training.trainer import Trainer
+from packnet_ros.training.trainer import Trainer, TrainerConfig
 
 __all__ = ['CheckpointDirectory', 'ReplayBuffer', 'SessionConfig', 'SpeedTrack', 'StepResult', 'Trainer',
-           'TrainingSession', 'Triplet', 'TripletAccumulator', 'Validation']
+           'TrainerConfig', 'TrainingSession', 'Triplet', 'TripletAccumulator', 'Validation']

@@ -25,7 +25,7 @@ from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
-from packnet_ros.training.trainer import Trainer
+from packnet_ros.training.trainer import Trainer, TrainerConfig
 
 EMA = 0.05  # weight of the newest step in the running loss
 RATE_WINDOW_S = 2.0
@@ -43,10 +43,14 @@ class SessionConfig:
     model_width: float = 0.25
     seed: int = 0
     device: str = 'cpu'
+    initial_depth: float = 0.0
     learning_rate: float = 2e-4
     warmup_steps: int = 100
     velocity_loss_weight: float = 0.1
     velocity_warmup_steps: int = 0
+    scale_from_speed: str = 'loss'
+    depth_scale_lr: float = 0.0
+    grad_clip: float = 0.0
     batch_size: int = 4
     buffer_triplets: int = 500
     buffer_mb: float = 256.0
@@ -64,6 +68,9 @@ class SessionConfig:
     def from_mapping(cls, values: dict) -> 'SessionConfig':
         """The fields present in `values` (e.g. a node's parameters); others keep defaults."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def trainer(self) -> TrainerConfig:
+        return TrainerConfig(**{f.name: getattr(self, f.name) for f in fields(TrainerConfig)})
 
 
 @dataclass(frozen=True)
@@ -143,9 +150,9 @@ class TrainingSession:
         else:
             torch.manual_seed(c.seed)
             depth_net, pose_net = build_depth_net(c.arch, c.model_width), PoseNet()
-        trainer = Trainer(depth_net, pose_net, np.eye(3), lr=c.learning_rate, velocity_weight=c.velocity_loss_weight,
-                          device=self.device, warmup_steps=c.warmup_steps,
-                          velocity_warmup_steps=c.velocity_warmup_steps)
+            if c.initial_depth > 0:
+                depth_net.initialize_depth(c.initial_depth)
+        trainer = Trainer(depth_net, pose_net, np.eye(3), c.trainer(), device=self.device)
         if resumed:
             self._restore(trainer, ckpt)
             origin = f'resumed from {ckpt.path} at step {ckpt.step}'
@@ -158,7 +165,8 @@ class TrainingSession:
     @staticmethod
     def _restore(trainer: Trainer, ckpt: Checkpoint) -> None:
         trainer.load_state_dict({'depth_net': ckpt.depth_state, 'pose_net': ckpt.pose_state
-                                 or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer, 'step': ckpt.step})
+                                 or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer, 'step': ckpt.step,
+                                 'min_depth': ckpt.min_depth})
 
     # ------------------------------------------------------------------ input
 
@@ -253,6 +261,7 @@ class TrainingSession:
         """Save now; (saved path, path to announce or None). A save that fails keeps training."""
         t, c = self.trainer, self.config
         self._last_save = time.monotonic()
+        t.fold_depth_scale()
         try:
             path = save_checkpoint(self.folder.path_for(t.step_count), t.depth_net, t.pose_net, step=t.step_count,
                                    input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +14,8 @@ from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.networks import PackNet, PoseNet
 from packnet_ros.training.accumulator import Triplet
 
+SCALE_FROM_SPEED = ('loss', 'direct')
+
 
 def triplets_to_batch(triplets: list[Triplet], device: torch.device):
     """-> target [B,3,h,w], context 2 x [B,3,h,w] in [0,1], distances [B,2]."""
@@ -20,6 +23,30 @@ def triplets_to_batch(triplets: list[Triplet], device: torch.device):
     images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)
     distances = torch.from_numpy(np.stack([t.distances for t in triplets])).to(device)
     return images[:, 1], [images[:, 0], images[:, 2]], distances
+
+
+@dataclass
+class TrainerConfig:
+    """How to train; the training node's parameters carry the same names.
+
+    scale_from_speed: 'loss' is the paper's velocity loss |‖t‖ - speed·Δt|; 'direct' gives
+    every predicted translation the measured length (PoseNet keeps only the direction),
+    so the photometric loss sees metric motion from the first step. depth_scale_lr > 0
+    learns one global depth scale (log space) at that learning rate, folded into the
+    network's min_depth when saved: scale moves in tens of steps instead of hundreds.
+    """
+
+    learning_rate: float = 2e-4
+    warmup_steps: int = 100
+    velocity_loss_weight: float = 0.1
+    velocity_warmup_steps: int = 0
+    scale_from_speed: str = 'loss'
+    depth_scale_lr: float = 0.0
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scale_from_speed not in SCALE_FROM_SPEED:
+            raise ValueError(f'scale_from_speed must be one of {SCALE_FROM_SPEED}, got {self.scale_from_speed!r}')
 
 
 class Trainer:
@@ -34,20 +61,21 @@ class Trainer:
     the translation first (DEVELOPERS.md has the measurements).
     """
 
-    def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, lr: float = 2e-4,
-                 velocity_weight: float = 0.1, device: torch.device | None = None,
-                 loss: SelfSupervisedLoss | None = None, warmup_steps: int = 100,
-                 velocity_warmup_steps: int = 0):
+    def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, config: TrainerConfig | None = None,
+                 device: torch.device | None = None, loss: SelfSupervisedLoss | None = None):
+        self.config = config or TrainerConfig()
         self.device = device or torch.device('cpu')
         self.depth_net = depth_net.to(self.device)
         self.pose_net = pose_net.to(self.device)
         self.set_intrinsics(K)
-        self.velocity_weight = velocity_weight
-        self.lr = lr
-        self.warmup_steps = warmup_steps
-        self.velocity_warmup_steps = velocity_warmup_steps
         self.loss = loss or SelfSupervisedLoss()
-        self.optimizer = torch.optim.Adam(list(depth_net.parameters()) + list(pose_net.parameters()), lr=lr)
+        self.log_depth_scale = torch.zeros((), device=self.device, requires_grad=True)
+        groups = [{'params': list(depth_net.parameters()) + list(pose_net.parameters()),
+                   'lr': self.config.learning_rate, 'base_lr': self.config.learning_rate}]
+        if self.config.depth_scale_lr > 0:
+            groups.append({'params': [self.log_depth_scale], 'lr': self.config.depth_scale_lr,
+                           'base_lr': self.config.depth_scale_lr})
+        self.optimizer = torch.optim.Adam(groups)
         self.step_count = 0
         self.skipped_nonfinite = 0
 
@@ -61,15 +89,28 @@ class Trainer:
         if isinstance(inv_depths, torch.Tensor):  # eval mode: a single scale
             inv_depths = [inv_depths]
         # As the original: every scale is upsampled to full resolution before the loss.
-        inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') for d in inv_depths]
+        inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') * torch.exp(-self.log_depth_scale)
+                      for d in inv_depths]
         pose_vecs = self.pose_net(target, context)
-        poses = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
+        predicted = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
+        poses = predicted
+        if self.config.scale_from_speed == 'direct':
+            poses = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
         K = self.K.expand(target.shape[0], 3, 3)
         out = self.loss(target, context, inv_depths, K, poses)
-        out['velocity'] = velocity_loss(poses, distances)
-        out['loss'] = out['loss'] + self.current_velocity_weight() * out['velocity']
-        out['scale'] = torch.stack([p[:, :3, 3].norm(dim=-1) for p in poses], 1).mean() / distances.mean()
+        out['velocity'] = velocity_loss(predicted, distances)
+        if self.config.scale_from_speed == 'loss':
+            out['loss'] = out['loss'] + self.current_velocity_weight() * out['velocity']
+        out['scale'] = torch.stack([p[:, :3, 3].norm(dim=-1) for p in predicted], 1).mean() / distances.mean()
         return out
+
+    @staticmethod
+    def _with_length(pose: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """pose [B,4,4] with its translation rescaled to `length` [B] metres (direction kept)."""
+        t = pose[:, :3, 3]
+        scaled = pose.clone()
+        scaled[:, :3, 3] = t * (length / t.norm(dim=-1).clamp(min=1e-9)).unsqueeze(-1)
+        return scaled
 
     def step(self, triplets: list[Triplet]) -> dict[str, float] | None:
         """One optimisation step; None (and nothing changed) if the loss is not finite."""
@@ -81,42 +122,67 @@ class Trainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         out['loss'].backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'], self.config.grad_clip)
+        ramp = self.warmup_factor()
         for group in self.optimizer.param_groups:
-            group['lr'] = self.learning_rate()
+            group['lr'] = group['base_lr'] * ramp
         self.optimizer.step()
         self.step_count += 1
-        return {k: float(v.detach()) for k, v in out.items()}
+        return {k: float(v.detach()) for k, v in out.items()} | {'depth_scale': self.depth_scale()}
 
     def current_velocity_weight(self) -> float:
-        if self.velocity_warmup_steps <= 0:
-            return self.velocity_weight
-        return self.velocity_weight * min(1.0, self.step_count / self.velocity_warmup_steps)
+        c = self.config
+        if c.velocity_warmup_steps <= 0:
+            return c.velocity_loss_weight
+        return c.velocity_loss_weight * min(1.0, self.step_count / c.velocity_warmup_steps)
+
+    def warmup_factor(self) -> float:
+        """Fraction of the learning rates used by the next step (linear warm-up, then 1)."""
+        if self.config.warmup_steps <= 0:
+            return 1.0
+        return min(1.0, (self.step_count + 1) / self.config.warmup_steps)
 
     def learning_rate(self) -> float:
-        """Learning rate of the next step (linear warm-up, then constant)."""
-        if self.warmup_steps <= 0:
-            return self.lr
-        return self.lr * min(1.0, (self.step_count + 1) / self.warmup_steps)
+        """Learning rate of the networks at the next step."""
+        return self.config.learning_rate * self.warmup_factor()
+
+    def depth_scale(self) -> float:
+        """The learned global depth scale not yet folded into the network."""
+        return math.exp(float(self.log_depth_scale.detach()))
+
+    def fold_depth_scale(self) -> None:
+        """Move the learned scale into the network's min_depth (exact: depth = min_depth / sigmoid),
+        so the saved network alone predicts it; the function computed does not change."""
+        with torch.no_grad():
+            self.depth_net.set_min_depth(self.depth_net.min_depth * self.depth_scale())
+            self.log_depth_scale.zero_()
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs: weights, optimizer moments and the step the
         schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
-        return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()),
-                'step': self.step_count}
+        return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()), 'step': self.step_count}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict() returned (or the same pieces read from a checkpoint);
         an absent optimizer state starts the moments afresh."""
-        self.depth_net.load_state_dict(state['depth_net'])
-        self.pose_net.load_state_dict(state['pose_net'])
-        if state.get('optimizer'):
+        self._use({'min_depth': self.depth_net.min_depth, **state})
+        if state.get('optimizer') and len(state['optimizer']['param_groups']) == len(self.optimizer.param_groups):
             self.optimizer.load_state_dict(state['optimizer'])
         self.step_count = int(state['step'])
 
-    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Copies of both networks' weights (to compare candidates on held-out data)."""
+    def weights(self) -> dict:
+        """Copies of both networks' weights and the depth scale (to compare candidates on held-out data)."""
         return {'depth_net': copy.deepcopy(self.depth_net.state_dict()),
-                'pose_net': copy.deepcopy(self.pose_net.state_dict())}
+                'pose_net': copy.deepcopy(self.pose_net.state_dict()),
+                'min_depth': self.depth_net.min_depth * self.depth_scale()}
+
+    def _use(self, weights: dict) -> None:
+        self.depth_net.load_state_dict(weights['depth_net'])
+        self.pose_net.load_state_dict(weights['pose_net'])
+        self.depth_net.set_min_depth(weights['min_depth'])
+        with torch.no_grad():
+            self.log_depth_scale.zero_()
 
     @torch.no_grad()
     def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> float:
@@ -126,13 +192,11 @@ class Trainer:
             return math.nan
         live = self.weights() if weights is not None else None
         if weights is not None:
-            self.depth_net.load_state_dict(weights['depth_net'])
-            self.pose_net.load_state_dict(weights['pose_net'])
+            self._use(weights)
         try:
             self.depth_net.train()
             self.pose_net.train()
             return float(self.losses(triplets)['loss'])
         finally:
             if live is not None:
-                self.depth_net.load_state_dict(live['depth_net'])
-                self.pose_net.load_state_dict(live['pose_net'])
+                self._use(live)

@@ -13,6 +13,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.rviz') + glob('config/*.xml')),
+        (f'share/{PACKAGE}/models', glob('models/*.ckpt')),
     ],
     # torch, numpy and opencv come from requirements.txt (venv) or rosdep (workspace);
     # listing torch here would let pip replace the pinned CPU wheel.

@@ -32,15 +32,18 @@ import cv2
 import numpy as np
 import torch
 
+from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
+from packnet_ros.inference import resolve_device
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics
 from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training import Trainer, Triplet, TripletAccumulator
 from packnet_ros.training.recipes import RECIPES, Recipe
+from packnet_ros.training.trainer import forward_motion
 
 REPO = Path(__file__).resolve().parents[1]
 KITTI = Path(os.environ.get('PACKNET_SHARED', REPO.parent / 'shared')) / 'data' / 'KITTI_tiny' / '2011_09_26' \
@@ -95,7 +98,7 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
     results = []
     for rgb, gt in zip(data.eval_rgb, data.eval_gt):
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(trainer.device)
-        depth = (trainer.depth_scale() / net(x))[0, 0].float().cpu().numpy()
+        depth = (trainer.depth_scale() / net(x))[0, 0].float().cpu().numpy()  # not yet folded: applied here
         results.append(image_metrics(gt, depth, min_depth=1e-3, max_depth=80.0, crop=data.crop))
     results = [r for r in results if r is not None]
     return {'abs_rel': float(np.mean([r['metric']['abs_rel'] for r in results])),
@@ -104,12 +107,20 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
             'scale_ratio': float(np.median([r['scale_ratio'] for r in results]))}
 
 
-def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, device: torch.device) -> list[dict]:
+def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, device: torch.device,
+        init: str | None = None) -> list[dict]:
     torch.manual_seed(seed)
-    depth_net = build_depth_net(recipe.arch, recipe.model_width)
-    if recipe.initial_depth > 0:
-        depth_net.initialize_depth(recipe.initial_depth)
-    trainer = Trainer(depth_net, PoseNet(), data.K, recipe.trainer, device=device)
+    if init:  # adaptation: a trained model meets a new camera and place
+        depth_net, pose_net = load_networks(init)
+    else:
+        depth_net, pose_net = build_depth_net(recipe.arch, recipe.model_width), None
+        if recipe.initial_depth > 0:
+            depth_net.initialize_depth(recipe.initial_depth)
+    if pose_net is None:
+        pose_net = PoseNet()
+        if recipe.motion_prior > 0:
+            pose_net.initialize_translations(forward_motion(recipe.motion_prior))
+    trainer = Trainer(depth_net, pose_net, data.K, recipe.trainer, device=device)
     rng = np.random.default_rng(seed)
     curve = [{'step': 0, 'seconds': 0.0, **evaluate(trainer, data)}]
     seconds = 0.0
@@ -166,24 +177,31 @@ def main() -> None:
     parser.add_argument('--seeds', default='0,1,2')
     parser.add_argument('--steps', type=int, default=300)
     parser.add_argument('--eval-every', type=int, default=50)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='auto', help='auto (a GPU when there is one), cpu, cuda')
     parser.add_argument('--synthetic-seed', type=int, default=1)
+    parser.add_argument('--rig', default='192,64,80,1.65', help='synthetic camera: width,height,fov_deg,height_m')
+    parser.add_argument('--init', help='start every run from this checkpoint (adaptation) instead of scratch')
     parser.add_argument('--out', default='bench_out/learning')
     args = parser.parse_args()
-    device = torch.device(args.device)
-    data = kitti_tiny() if args.dataset == 'kitti' else synthetic(args.synthetic_seed)
+    device = resolve_device(args.device)
+    w, h, fov, mount = (float(v) for v in args.rig.split(','))
+    data = kitti_tiny() if args.dataset == 'kitti' else synthetic(args.synthetic_seed,
+                                                                  rig=CameraRig(int(w), int(h), fov, mount))
     original = None
     if args.dataset == 'kitti':
         original = ORIGINAL_KITTI
         if os.environ.get('ORIGINAL_CURVE'):
             rerun = json.loads(Path(os.environ['ORIGINAL_CURVE']).read_text())
             original = {int(s): (v['abs_rel'], v['abs_rel_med'], v['scale']) for s, v in rerun.items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / args.dataset
     results = {}
     for name in args.recipes.split(','):
         recipe = RECIPES[name]
         curves = []
         for seed in (int(s) for s in args.seeds.split(',')):
-            curves.append(run(recipe, data, seed, args.steps, args.eval_every, device))
+            curves.append(run(recipe, data, seed, args.steps, args.eval_every, device, args.init))
             last = curves[-1][-1]
             print(f'{args.dataset:9s} {name:18s} seed {seed}: step {last["step"]} ({last["seconds"]:.0f} s) '
                   f'abs_rel {last["abs_rel"]:.3f}  median-scaled {last["abs_rel_median_scaled"]:.3f}  '
@@ -193,16 +211,12 @@ def main() -> None:
             print(f'  {name:18s} median step {point["step"]:4d} {point["seconds"]:6.0f} s  abs_rel '
                   f'{point["abs_rel"]:.3f}  median-scaled {point["abs_rel_median_scaled"]:.3f}  a1 {point["a1"]:.3f}'
                   f'  scale {point["scale_ratio"]:.3f}', flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f'{args.dataset}'
-    report = {'dataset': args.dataset, 'device': str(device), 'threads': torch.get_num_threads(),
-              'steps': args.steps, 'seeds': args.seeds, 'results': results,
-              'original': {str(k): v for k, v in (original or {}).items()}, 'argv': sys.argv[1:]}
-    stem.with_suffix('.json').write_text(json.dumps(report, indent=1))
+        report = {'dataset': args.dataset, 'device': str(device), 'threads': torch.get_num_threads(),
+                  'steps': args.steps, 'seeds': args.seeds, 'results': results,
+                  'original': {str(k): v for k, v in (original or {}).items()}, 'argv': sys.argv[1:]}
+        stem.with_suffix('.json').write_text(json.dumps(report, indent=1))  # after every recipe: partial runs count
     plot(results, stem.with_suffix('.png'), original)
     print(f'wrote {stem}.json and {stem}.png')
-
 
 if __name__ == '__main__':
     main()

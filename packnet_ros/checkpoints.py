@@ -278,7 +278,8 @@ class Checkpoint:
     optimizer: dict | None = None
     extra: dict = field(default_factory=dict)
     created: str | None = None
-    min_depth: float = 0.5  # the depth heads' scale (learnt by our trainer; official networks use 0.5)
+    min_depth: float = 0.5  # the depth heads' nearest depth (official networks: 0.5)
+    depth_scale: float = 1.0  # multiplies every output depth (a learnt global scale; official: 1)
 
     @property
     def name(self) -> str:
@@ -287,6 +288,7 @@ class Checkpoint:
     def networks(self) -> tuple[PackNet, PoseNet | None]:
         """Build and fill the networks (eval mode); the pose network only if the file has one."""
         depth_net = build_depth_net(self.arch, self.width, self.version, self.min_depth)
+        depth_net.depth_scale = self.depth_scale
         _load_state(depth_net, self.depth_state, self.path, 'depth')
         pose_net = None
         if self.pose_state:
@@ -304,14 +306,15 @@ def _ours(ckpt: dict, path: Path) -> Checkpoint:
         pose_state=_check_state(ckpt['pose_net'], path, 'pose') if ckpt['pose_net'] is not None else None,
         nb_ref_imgs=ckpt['nb_ref_imgs'], input_size=tuple(ckpt['input_size']) if ckpt['input_size'] else None,
         step=ckpt['step'], optimizer=_check_optimizer(ckpt['optimizer'], path), extra=ckpt['extra'] or {},
-        created=ckpt['created'], min_depth=_min_depth(ckpt, path))
+        created=ckpt['created'], min_depth=_positive(ckpt, 'min_depth', 0.5, path),
+        depth_scale=_positive(ckpt, 'depth_scale', 1.0, path))
 
 
-def _min_depth(ckpt: dict, path: Path) -> float:
-    """Files written before the depth scale was learnt have none: the heads' default."""
-    value = ckpt.get('min_depth', 0.5)
+def _positive(ckpt: dict, key: str, default: float, path: Path) -> float:
+    """An optional positive number (files written before the field existed have the default)."""
+    value = ckpt.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float('inf'):
-        raise CheckpointError(f'{path}: min_depth {value!r} is not a positive finite number')
+        raise CheckpointError(f'{path}: {key} {value!r} is not a positive finite number')
     return float(value)
 
 
@@ -358,13 +361,20 @@ def _fsync_dir(directory: Path) -> None:
 
 def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseNet | None = None, *,
                     step: int = 0, input_size: tuple[int, int] | None = None,
-                    optimizer: dict | None = None, extra: dict | None = None) -> Path:
+                    optimizer: dict | None = None, extra: dict | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
     """Write our format atomically; the final name only ever holds a complete, verified file.
 
     `optimizer` is an optimizer state_dict (for resuming training); `extra` plain data
-    such as loss values. Non-finite weights are refused (CheckpointError), never written.
+    such as loss values; `dtype` float16 halves a shipped model (weights load back as float32).
+    Non-finite weights are refused (CheckpointError), never written.
     """
     path = Path(path)
+
+    def stored(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()
+                for k, v in net.state_dict().items()}
+
     payload = {
         'format': FORMAT,
         'format_version': FORMAT_VERSION,
@@ -372,12 +382,13 @@ def save_checkpoint(path: str | os.PathLike, depth_net: PackNet, pose_net: PoseN
         'version': depth_net.version,
         'width': depth_net.width,
         'min_depth': depth_net.min_depth,
+        'depth_scale': depth_net.depth_scale,
         'nb_ref_imgs': pose_net.nb_ref_imgs if pose_net is not None else None,
         'input_size': list(input_size) if input_size else None,
         'step': int(step),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        'depth_net': {k: v.detach().cpu() for k, v in depth_net.state_dict().items()},
-        'pose_net': {k: v.detach().cpu() for k, v in pose_net.state_dict().items()} if pose_net else None,
+        'depth_net': stored(depth_net),
+        'pose_net': stored(pose_net) if pose_net else None,
         'optimizer': optimizer,
         'extra': extra or {},
     }

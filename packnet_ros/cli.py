@@ -88,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from packnet_ros.demo import DemoOptions, run_demo
 
     report = run_demo(DemoOptions(Path(args.out), args.steps, args.seconds, args.window, args.source,
-                                  args.checkpoint, args.frames, args.seed))
+                                  args.checkpoint, args.from_scratch, args.frames, args.seed))
     first, last = report['metrics_first'], report['metrics_last']
     print(f"\n{report['frames']} frames evaluated, {report['train_steps']} training steps in "
           f"{report['duration_s']:.0f} s (stopped by {report['stopped_by']}); depth {report['depth_fps']:.1f} fps, "
@@ -96,6 +96,56 @@ def run_demo(args: argparse.Namespace) -> int:
     for key in ('abs_rel', 'abs_rel_median_scaled', 'scale_ratio'):
         print(f'  {key:24s} first {first[key]:8.3f}   last {last[key]:8.3f}')
     print(f'report: {Path(args.out) / "report.md"}')
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import yaml
+    from tqdm import tqdm
+
+    from packnet_ros.data.triplets import BagTopics
+    from packnet_ros.training.offline import OfflineConfig, train
+
+    session = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    if session is not None and not isinstance(session, dict):
+        raise ValueError(f'{args.config} must hold a mapping of training settings')
+    session = dict(session or {})
+    flags = {'height': args.height, 'width': args.width, 'arch': args.arch, 'model_width': args.model_width,
+             'batch_size': args.batch_size, 'init_checkpoint': args.init, 'device': args.device}
+    session.update({k: v for k, v in flags.items() if v is not None})
+    for item in args.set or []:
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f'--set takes KEY=VALUE, got {item!r}')
+        session[key] = yaml.safe_load(value)
+    config = OfflineConfig(data=args.data, out=Path(args.out), steps=args.steps or 0, epochs=args.epochs or 1,
+                           workers=args.workers, resume=args.resume, session=session,
+                           topics=BagTopics(args.image_topic, args.camera_info_topic, args.speed_topic))
+    with tqdm(desc='training', unit='step') as bar:
+        def report(result, step, total):
+            bar.total = total
+            bar.update(step - bar.n)
+            if result.losses:
+                bar.set_postfix(loss=f'{result.losses["loss"]:.4f}', scale=f'{result.losses["scale"]:.3f}')
+
+        session = train(config, report)
+    print(f'{session.origin}; trained to step {session.step_count}; checkpoints in {config.out} '
+          f'(last {session.stats.last_saved}, announced {session.stats.announced})')
+    return 0
+
+
+def run_strip(args: argparse.Namespace) -> int:
+    import torch
+
+    from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    depth_net, pose_net = ckpt.networks()
+    out = save_checkpoint(args.out, depth_net, pose_net if args.keep_pose else None, step=ckpt.step,
+                          input_size=ckpt.input_size, dtype=torch.float16 if args.half else torch.float32,
+                          extra={'stripped_from': Path(args.checkpoint).name})
+    print(f'wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB): {ckpt.name} without optimizer state'
+          + ('' if args.keep_pose else ' or pose network') + (', float16' if args.half else ''))
     return 0
 
 
@@ -133,15 +183,47 @@ def build_parser() -> argparse.ArgumentParser:
     to_bag.add_argument('--camera', type=int, default=2, choices=(2, 3))
     to_bag.set_defaults(func=run_kitti_to_bag)
 
+    train = sub.add_parser('train', help='train offline on drives and bags (checkpoints depth_node loads)')
+    train.add_argument('--data', action='append', required=True,
+                       help='KITTI raw drive folder, synthetic drive (packnet-ros synth) or rosbag2; repeatable')
+    train.add_argument('--out', required=True, help='checkpoint folder')
+    train.add_argument('--steps', type=int, help='training steps (default: --epochs over the data)')
+    train.add_argument('--epochs', type=int, help='passes over the data when --steps is not given (default 1)')
+    train.add_argument('--batch-size', type=int)
+    train.add_argument('--height', type=int, help='network input height (multiple of 32)')
+    train.add_argument('--width', type=int, help='network input width (multiple of 32)')
+    train.add_argument('--arch', help='PackNet01 or PackNetSlim01 (from scratch)')
+    train.add_argument('--model-width', type=float, help='channel width factor (from scratch)')
+    train.add_argument('--init', help='start from this checkpoint (official or ours)')
+    train.add_argument('--device', help='auto, cpu, cuda or cuda:N')
+    train.add_argument('--resume', action='store_true', help='continue from the newest valid checkpoint in --out')
+    train.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
+    train.add_argument('--config', help='YAML of training settings (the training node\'s parameter names)')
+    train.add_argument('--set', action='append', metavar='KEY=VALUE', help='one training setting; repeatable')
+    train.add_argument('--image-topic', default='/kitti/camera/image_raw', help='for bags')
+    train.add_argument('--camera-info-topic', default='/kitti/camera/camera_info', help='for bags')
+    train.add_argument('--speed-topic', default='/kitti/odom',
+                       help='for bags: Odometry, TwistStamped or TwistWithCovarianceStamped')
+    train.set_defaults(func=run_train)
+
+    strip = sub.add_parser('strip', help='a checkpoint to ship: no optimizer state, optionally float16, no PoseNet')
+    strip.add_argument('checkpoint')
+    strip.add_argument('out')
+    strip.add_argument('--keep-pose', action='store_true', help='keep PoseNet (to fine-tune from it)')
+    strip.add_argument('--half', action='store_true', help='store weights as float16 (half the size)')
+    strip.set_defaults(func=run_strip)
+
     demo = sub.add_parser('demo', help='replay a drive through the nodes, train online, write a report')
     demo.add_argument('--source', help='KITTI drive folder or rosbag2 (default: a synthetic drive)')
-    demo.add_argument('--checkpoint', help='start depth and training from this checkpoint (default: scratch)')
-    demo.add_argument('--steps', type=int, default=200, help='training steps; then one more evaluation window')
+    demo.add_argument('--checkpoint', help='start from this checkpoint (default: models/synthetic_scale_free.ckpt, '
+                                           'trained without metric scale on another world and camera)')
+    demo.add_argument('--from-scratch', action='store_true', help='start from random weights instead')
+    demo.add_argument('--steps', type=int, default=100, help='training steps; then one more evaluation window')
     demo.add_argument('--seconds', type=float, default=300.0, help='at most this long, whatever the steps')
     demo.add_argument('--window', type=int, default=100, help='frames in the first and last evaluation windows')
     demo.add_argument('--out', default='demo_out')
     demo.add_argument('--frames', type=int, default=300, help='synthetic drive length')
-    demo.add_argument('--seed', type=int, default=0, help='synthetic drive seed')
+    demo.add_argument('--seed', type=int, default=7, help='synthetic drive seed (the shipped model saw seed 1)')
     demo.set_defaults(func=run_demo)
     return parser
 

@@ -16,6 +16,15 @@ def config_dir() -> Path:
     return Path(get_package_share_directory('packnet_ros')) / 'config'
 
 
+def shipped_model(name: str = 'synthetic_scale_free.ckpt') -> Path:
+    """A model shipped with the package: models/ of the source tree, else share/packnet_ros/models."""
+    source = SOURCE_CONFIG.parent / 'models' / name
+    if source.is_file():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+    return Path(get_package_share_directory('packnet_ros')) / 'models' / name
+
+
 def use_fastdds_profile(environ: dict | None = None) -> str:
     """Point Fast DDS at our profile (large shared-memory segments) unless the user chose one.
 

@@ -54,8 +54,10 @@ class DepthEstimator:
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}')
         self.net = self.net.to(self.device).eval()
-        if self.device.type == 'cuda':
-            self.net = self.net.to(memory_format=torch.channels_last)
+        if self.device.type == 'cuda':  # 2D convolutions only: the packing blocks' 3D ones have 5D weights
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,

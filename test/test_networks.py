@@ -1,6 +1,7 @@
 """Networks: official state_dict layout and output parity with the original implementation."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,25 @@ def test_invalid_options_are_rejected():
         PackNet01(version='1B')
     with pytest.raises(ValueError, match='width'):
         PackNet01(width=0)
+
+
+def test_priors_for_training_from_scratch():
+    from packnet_ros.training.trainer import forward_motion
+    torch.manual_seed(0)
+    net = PackNetSlim01(width=0.25)
+    net.initialize_depth(12.0)
+    x = torch.rand(1, 3, 64, 192)
+    with torch.no_grad():
+        depth = 1 / net.eval()(x)
+    assert 8 < float(depth.median()) < 18  # about 12 m everywhere, instead of ~1 m
+    pose_net = PoseNet()
+    pose_net.initialize_translations(forward_motion(0.5))
+    with torch.no_grad():
+        t = pose_net.eval()(x, [x, x])[0, :, :3]
+    np.testing.assert_allclose(t[:, 2].numpy(), [0.5, -0.5], atol=0.05)  # previous frame behind, next ahead
+    pose_net.scale_translations(2.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(pose_net(x, [x, x])[0, :, :3].numpy(), 2 * t.numpy(), rtol=1e-5, atol=1e-7)
+    net.depth_scale = 2.0  # the learnt global scale: exactly proportional, the decoder is untouched
+    with torch.no_grad():
+        np.testing.assert_allclose((1 / net(x)).numpy(), 2 * depth.numpy(), rtol=1e-5)

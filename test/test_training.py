@@ -176,3 +176,33 @@ def test_nonfinite_loss_skips_the_step():
     bad = [Triplet(t.images, np.array([np.nan, 1.0], np.float32), t.stamp) for t in triplets]
     assert trainer.step(bad) is None and trainer.skipped_nonfinite == 1 and trainer.step_count == 0
     assert all(torch.equal(before[k], v) for k, v in trainer.depth_net.state_dict().items())
+
+
+def test_folding_the_learnt_scales_changes_nothing_computed():
+    triplets, K = kitti_triplets()
+    torch.manual_seed(0)
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K,
+                      TrainerConfig(depth_scale_lr=0.5, translation_scale_lr=0.5, warmup_steps=0))
+    for _ in range(3):
+        trainer.step(triplets[:2])
+    assert trainer.depth_scale() != 1.0 and float(trainer.log_translation_scale) != 0.0
+    with torch.no_grad():
+        before = trainer.losses(triplets)
+        trainer.fold_scales()
+        after = trainer.losses(triplets)
+    assert trainer.depth_scale() == 1.0 and float(trainer.log_translation_scale) == 0.0
+    for key in ('photometric', 'velocity', 'scale'):
+        assert float(after[key]) == pytest.approx(float(before[key]), rel=1e-4), key
+
+
+def test_direct_scale_gives_translations_the_measured_length():
+    triplets, K = kitti_triplets()
+    trainer = Trainer(PackNetSlim01(width=0.25), PoseNet(), K, TrainerConfig(scale_from_speed='direct'))
+    poses = [trainer._with_length(torch.eye(4)[None].repeat(2, 1, 1) + torch.tensor(
+        [[0, 0, 0, 0.3], [0, 0, 0, -0.1], [0, 0, 0, 0.05], [0, 0, 0, 0]]), torch.tensor([1.5, 0.2]))]
+    np.testing.assert_allclose(poses[0][:, :3, 3].norm(dim=-1).numpy(), [1.5, 0.2], rtol=1e-6)
+    direction = poses[0][0, :3, 3] / 1.5
+    np.testing.assert_allclose(direction.numpy(), np.array([0.3, -0.1, 0.05]) / np.linalg.norm([0.3, -0.1, 0.05]),
+                               rtol=1e-6)
+    out = trainer.step(triplets[:2])
+    assert out['velocity'] > 0 and out['loss'] == pytest.approx(out['photometric'] + out['smoothness'], rel=1e-5)

@@ -174,5 +174,11 @@ def playback(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0
             yield (stamp - first) / 1e9 / rate, topic, stamp, raw
 
 
+def topics_of(bag: str | Path) -> dict[str, str]:
+    """{topic: message type} of a rosbag2."""
+    with Reader(bag) as reader:
+        return {c.topic: c.msgtype for c in reader.connections}
+
+
 def deserialize(raw: bytes, msgtype: str):
     return TYPESTORE.deserialize_cdr(raw, msgtype)

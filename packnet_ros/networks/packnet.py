@@ -85,6 +85,9 @@ class PackNet(nn.Module):
         self.disp1_layer = InvDepth(n1, min_depth=min_depth)
 
         self.init_weights()
+        # Multiplies every output depth: a learnt global scale lives here, outside the decoder
+        # (which feeds coarse inverse depths back into finer scales), so folding it is exact.
+        self.depth_scale = 1.0
 
     @property
     def heads(self) -> tuple[InvDepth, ...]:
@@ -92,7 +95,7 @@ class PackNet(nn.Module):
 
     @property
     def min_depth(self) -> float:
-        """Depth = min_depth / sigmoid(head output): the nearest depth, and the network's scale."""
+        """Depth = min_depth / sigmoid(head output) (times depth_scale): the heads' nearest depth."""
         return self.disp1_layer.min_depth
 
     def set_min_depth(self, min_depth: float) -> None:
@@ -136,9 +139,10 @@ class PackNet(nn.Module):
         disp2 = self.disp2_layer(iconv2)
         iconv1 = self.iconv1(torch.cat((self.unpack1(iconv2), x, _upsample(disp2)), 1))
         disp1 = self.disp1_layer(iconv1)
-        if self.training:
-            return [disp1, disp2, disp3, disp4]
-        return disp1
+        outputs = [disp1, disp2, disp3, disp4] if self.training else [disp1]
+        if self.depth_scale != 1.0:
+            outputs = [d / self.depth_scale for d in outputs]
+        return outputs if self.training else outputs[0]
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:

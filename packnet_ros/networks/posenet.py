@@ -46,6 +46,22 @@ class PoseNet(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def scale_translations(self, factor: float) -> None:
+        """Multiply every predicted translation by `factor` (exact: the output layer is linear)."""
+        with torch.no_grad():
+            for j in range(self.nb_ref_imgs):
+                self.pose_pred.weight[6 * j:6 * j + 3] *= factor
+                self.pose_pred.bias[6 * j:6 * j + 3] *= factor
+
+    def initialize_translations(self, translations: list[tuple[float, float, float]]) -> None:
+        """Bias the output so a fresh network predicts these translations (metres, one per
+        context image, target -> context) on top of its small random output: a motion prior."""
+        if len(translations) != self.nb_ref_imgs:
+            raise ValueError(f'{len(translations)} translations for {self.nb_ref_imgs} context images')
+        with torch.no_grad():
+            for j, t in enumerate(translations):
+                self.pose_pred.bias[6 * j:6 * j + 3] = torch.tensor(t) / POSE_SCALE
+
     def forward(self, target: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
         """target [B,3,H,W], context N x [B,3,H,W] -> pose vectors [B,N,6]."""
         if len(context) != self.nb_ref_imgs:

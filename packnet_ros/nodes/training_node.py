@@ -20,6 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from packnet_ros.data.triplets import speed_of
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.nodes.conversions import ConversionError, camera_matrix, to_rgb
 from packnet_ros.nodes.diagnostics import Health, StatusPublisher
@@ -40,12 +41,19 @@ PARAMETERS = {
     'height': (96, 'network input height (multiple of 32)'),
     'device': ('auto', 'auto, cpu, cuda or cuda:N'),
     'threads': (0, 'CPU threads for torch in this process; 0 = torch default (all cores)'),
-    'learning_rate': (2e-4, 'Adam learning rate'),
-    'warmup_steps': (100, 'steps over which the learning rate ramps up from zero (0 = none)'),
+    'learning_rate': (2e-4, 'Adam learning rate of the networks'),
+    'warmup_steps': (0, 'steps over which the learning rates ramp up from zero (0 = none)'),
+    'velocity_loss_weight': (1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale'),
     'velocity_warmup_steps': (0, 'steps over which the velocity loss weight ramps up from zero (0 = none)'),
+    'scale_from_speed': ('loss', '"loss" (the velocity loss) or "direct" (translations take the measured length)'),
+    'depth_scale_lr': (0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in tens of steps'),
+    'translation_scale_lr': (0.05, 'learning rate of one global PoseNet translation scale (log); 0 = none'),
+    'grad_clip': (0.0, 'clip the networks\' gradient norm to this (0 = no clipping)'),
+    'motion_prior': (0.5, 'metres per frame a fresh PoseNet predicts along the optical axis (0 = none); '
+                          'for a camera facing the direction of travel'),
+    'initial_depth': (0.0, 'metres a network trained from scratch predicts at first (0 = the heads\' default)'),
     'seed': (0, 'seed for initialising networks trained from scratch (reproducible runs)'),
     'batch_size': (4, 'triplets per step'),
-    'velocity_loss_weight': (0.1, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale'),
     'velocity_source': ('odom', '"odom" (nav_msgs/Odometry) or "twist"'),
     'twist_type': ('TwistStamped', 'TwistStamped or TwistWithCovarianceStamped, for velocity_source=twist'),
     'max_speed': (70.0, 'm/s; faster (or non-finite) speeds are refused as invalid'),
@@ -132,9 +140,7 @@ class TrainingNode(Node):
         self.image_size = (msg.width, msg.height)
 
     def on_velocity(self, msg: Odometry | TwistStamped | TwistWithCovarianceStamped) -> None:
-        twist = msg.twist.twist if isinstance(msg, (Odometry, TwistWithCovarianceStamped)) else msg.twist
-        v = twist.linear
-        speed = math.hypot(v.x, v.y, v.z)  # no overflow for huge components: those are refused as invalid
+        speed = speed_of(msg)
         refused = self.accumulator.skipped['invalid_speed']
         self.session.add(self.accumulator.add_speed(stamp_seconds(msg.header), speed))
         if self.accumulator.skipped['invalid_speed'] > refused:

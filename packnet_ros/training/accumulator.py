@@ -17,12 +17,14 @@ from packnet_ros.losses import travelled_distance
 
 @dataclass(frozen=True)
 class Triplet:
-    """Frames [3,h,w,3] uint8 ordered (previous, target, next) and the distances from the
-    target to each context frame [2] in metres."""
+    """Frames [3,h,w,3] uint8 ordered (previous, target, next), the distances from the
+    target to each context frame [2] in metres, and (offline, where cameras differ between
+    drives) the intrinsics [3,3] at the frames' size."""
 
     images: np.ndarray
     distances: np.ndarray
     stamp: float
+    intrinsics: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:

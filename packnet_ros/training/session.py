@@ -25,7 +25,7 @@ from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
-from packnet_ros.training.trainer import Trainer, TrainerConfig
+from packnet_ros.training.trainer import Trainer, TrainerConfig, forward_motion
 
 EMA = 0.05  # weight of the newest step in the running loss
 RATE_WINDOW_S = 2.0
@@ -44,12 +44,14 @@ class SessionConfig:
     seed: int = 0
     device: str = 'cpu'
     initial_depth: float = 0.0
+    motion_prior: float = 0.0
     learning_rate: float = 2e-4
     warmup_steps: int = 100
     velocity_loss_weight: float = 0.1
     velocity_warmup_steps: int = 0
     scale_from_speed: str = 'loss'
     depth_scale_lr: float = 0.0
+    translation_scale_lr: float = 0.0
     grad_clip: float = 0.0
     batch_size: int = 4
     buffer_triplets: int = 500
@@ -152,6 +154,8 @@ class TrainingSession:
             depth_net, pose_net = build_depth_net(c.arch, c.model_width), PoseNet()
             if c.initial_depth > 0:
                 depth_net.initialize_depth(c.initial_depth)
+            if c.motion_prior > 0:
+                pose_net.initialize_translations(forward_motion(c.motion_prior))
         trainer = Trainer(depth_net, pose_net, np.eye(3), c.trainer(), device=self.device)
         if resumed:
             self._restore(trainer, ckpt)
@@ -204,12 +208,16 @@ class TrainingSession:
 
     # ------------------------------------------------------------------ training
 
-    def step(self) -> StepResult | None:
-        """One optimisation step plus the policy around it; None when not ready to train."""
+    def step(self, batch: list[Triplet] | None = None) -> StepResult | None:
+        """One optimisation step plus the policy around it, on `batch` or on a sample of the
+        replay buffer; None when not ready to train."""
         with self.lock:
-            if not self._can_train():
+            if batch is None:
+                if not self._can_train():
+                    return None
+                batch = self.buffer.sample(self.config.batch_size)
+            elif self.finished:
                 return None
-            batch = self.buffer.sample(self.config.batch_size)
         try:
             losses = self.trainer.step(batch)
         except (RuntimeError, ValueError) as exc:  # e.g. a camera that changed size mid-run
@@ -261,7 +269,7 @@ class TrainingSession:
         """Save now; (saved path, path to announce or None). A save that fails keeps training."""
         t, c = self.trainer, self.config
         self._last_save = time.monotonic()
-        t.fold_depth_scale()
+        t.fold_scales()
         try:
             path = save_checkpoint(self.folder.path_for(t.step_count), t.depth_net, t.pose_net, step=t.step_count,
                                    input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),

@@ -18,11 +18,21 @@ SCALE_FROM_SPEED = ('loss', 'direct')
 
 
 def triplets_to_batch(triplets: list[Triplet], device: torch.device):
-    """-> target [B,3,h,w], context 2 x [B,3,h,w] in [0,1], distances [B,2]."""
+    """-> target [B,3,h,w], context 2 x [B,3,h,w] in [0,1], distances [B,2], intrinsics [B,3,3]
+    (None unless every triplet carries its own)."""
     images = torch.from_numpy(np.stack([t.images for t in triplets])).to(device)  # [B,3,h,w,3]
     images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)
     distances = torch.from_numpy(np.stack([t.distances for t in triplets])).to(device)
-    return images[:, 1], [images[:, 0], images[:, 2]], distances
+    K = None
+    if all(t.intrinsics is not None for t in triplets):
+        K = torch.as_tensor(np.stack([t.intrinsics for t in triplets]), dtype=torch.float32, device=device)
+    return images[:, 1], [images[:, 0], images[:, 2]], distances, K
+
+
+def forward_motion(metres: float) -> list[tuple[float, float, float]]:
+    """Target -> context translations of a camera moving `metres` per frame along its optical
+    axis, for the context order (previous, next): points are farther in the previous frame."""
+    return [(0.0, 0.0, metres), (0.0, 0.0, -metres)]
 
 
 @dataclass
@@ -33,7 +43,9 @@ class TrainerConfig:
     every predicted translation the measured length (PoseNet keeps only the direction),
     so the photometric loss sees metric motion from the first step. depth_scale_lr > 0
     learns one global depth scale (log space) at that learning rate, folded into the
-    network's min_depth when saved: scale moves in tens of steps instead of hundreds.
+    network's output depth_scale when saved: scale moves in tens of steps instead of hundreds.
+    translation_scale_lr > 0 does the same for PoseNet's translations (which start at
+    ~1 cm: the original scales its output by 0.01), folded into its output layer.
     """
 
     learning_rate: float = 2e-4
@@ -42,6 +54,7 @@ class TrainerConfig:
     velocity_warmup_steps: int = 0
     scale_from_speed: str = 'loss'
     depth_scale_lr: float = 0.0
+    translation_scale_lr: float = 0.0
     grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
@@ -70,11 +83,13 @@ class Trainer:
         self.set_intrinsics(K)
         self.loss = loss or SelfSupervisedLoss()
         self.log_depth_scale = torch.zeros((), device=self.device, requires_grad=True)
+        self.log_translation_scale = torch.zeros((), device=self.device, requires_grad=True)
         groups = [{'params': list(depth_net.parameters()) + list(pose_net.parameters()),
                    'lr': self.config.learning_rate, 'base_lr': self.config.learning_rate}]
-        if self.config.depth_scale_lr > 0:
-            groups.append({'params': [self.log_depth_scale], 'lr': self.config.depth_scale_lr,
-                           'base_lr': self.config.depth_scale_lr})
+        for scale, lr in ((self.log_depth_scale, self.config.depth_scale_lr),
+                          (self.log_translation_scale, self.config.translation_scale_lr)):
+            if lr > 0:
+                groups.append({'params': [scale], 'lr': lr, 'base_lr': lr})
         self.optimizer = torch.optim.Adam(groups)
         self.step_count = 0
         self.skipped_nonfinite = 0
@@ -84,7 +99,7 @@ class Trainer:
         self.K = torch.as_tensor(K, dtype=torch.float32, device=self.device)
 
     def losses(self, triplets: list[Triplet]) -> dict[str, torch.Tensor]:
-        target, context, distances = triplets_to_batch(triplets, self.device)
+        target, context, distances, K = triplets_to_batch(triplets, self.device)
         inv_depths = self.depth_net(target)
         if isinstance(inv_depths, torch.Tensor):  # eval mode: a single scale
             inv_depths = [inv_depths]
@@ -92,11 +107,13 @@ class Trainer:
         inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') * torch.exp(-self.log_depth_scale)
                       for d in inv_depths]
         pose_vecs = self.pose_net(target, context)
+        pose_vecs = torch.cat([pose_vecs[..., :3] * torch.exp(self.log_translation_scale), pose_vecs[..., 3:]], -1)
         predicted = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
         poses = predicted
         if self.config.scale_from_speed == 'direct':
             poses = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
-        K = self.K.expand(target.shape[0], 3, 3)
+        if K is None:
+            K = self.K.expand(target.shape[0], 3, 3)
         out = self.loss(target, context, inv_depths, K, poses)
         out['velocity'] = velocity_loss(predicted, distances)
         if self.config.scale_from_speed == 'loss':
@@ -151,38 +168,45 @@ class Trainer:
         """The learned global depth scale not yet folded into the network."""
         return math.exp(float(self.log_depth_scale.detach()))
 
-    def fold_depth_scale(self) -> None:
-        """Move the learned scale into the network's min_depth (exact: depth = min_depth / sigmoid),
-        so the saved network alone predicts it; the function computed does not change."""
+    def fold_scales(self) -> None:
+        """Move the learned scales into the networks (depth: the network's output depth_scale;
+        translation: PoseNet's linear output layer), so the saved networks alone compute them;
+        the functions computed do not change."""
         with torch.no_grad():
-            self.depth_net.set_min_depth(self.depth_net.min_depth * self.depth_scale())
+            self.depth_net.depth_scale *= self.depth_scale()
+            self.pose_net.scale_translations(math.exp(float(self.log_translation_scale)))
             self.log_depth_scale.zero_()
+            self.log_translation_scale.zero_()
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs: weights, optimizer moments and the step the
-        schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
+        """Everything a resumed run needs: weights (learnt scales folded in), optimizer moments and
+        the step the schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
         return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()), 'step': self.step_count}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict() returned (or the same pieces read from a checkpoint);
         an absent optimizer state starts the moments afresh."""
-        self._use({'min_depth': self.depth_net.min_depth, **state})
+        self._use({'min_depth': self.depth_net.min_depth, 'depth_scale': self.depth_net.depth_scale, **state})
         if state.get('optimizer') and len(state['optimizer']['param_groups']) == len(self.optimizer.param_groups):
             self.optimizer.load_state_dict(state['optimizer'])
         self.step_count = int(state['step'])
 
     def weights(self) -> dict:
-        """Copies of both networks' weights and the depth scale (to compare candidates on held-out data)."""
+        """Copies of both networks' weights with the learnt scales folded in (to compare
+        candidates on held-out data)."""
+        self.fold_scales()
         return {'depth_net': copy.deepcopy(self.depth_net.state_dict()),
                 'pose_net': copy.deepcopy(self.pose_net.state_dict()),
-                'min_depth': self.depth_net.min_depth * self.depth_scale()}
+                'min_depth': self.depth_net.min_depth, 'depth_scale': self.depth_net.depth_scale}
 
     def _use(self, weights: dict) -> None:
         self.depth_net.load_state_dict(weights['depth_net'])
         self.pose_net.load_state_dict(weights['pose_net'])
         self.depth_net.set_min_depth(weights['min_depth'])
+        self.depth_net.depth_scale = weights['depth_scale']
         with torch.no_grad():
             self.log_depth_scale.zero_()
+            self.log_translation_scale.zero_()
 
     @torch.no_grad()
     def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> float:

@@ -1,0 +1,167 @@
+"""Training triplets from recorded data: KITTI raw drives (real or synthetic) and rosbag2.
+
+A drive folder is planned up front (which frames make triplets, and the distances between
+them, from OXTS speed) and its images are read lazily, one triplet per item, so a data set
+of many drives needs no more memory than a batch. A bag is replayed through the same
+TripletAccumulator the online node uses, so the speed behind each triplet comes from the
+same integration.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from packnet_ros.data.decode import ConversionError, camera_matrix, to_rgb
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.image import read_rgb
+from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
+
+
+@dataclass(frozen=True)
+class PlannedTriplet:
+    frames: tuple[int, int, int]  # positions in the drive's frame list: previous, target, next
+    distances: tuple[float, float]
+    stamp: float
+
+
+def plan_triplets(stamps: list[float], speed_samples: list[tuple[float, float]], stride: int = 1,
+                  min_distance: float = 0.1, max_frame_gap: float = 0.5, max_speed: float = 70.0
+                  ) -> tuple[list[PlannedTriplet], Counter]:
+    """Triplets a recorded drive offers, with the online accumulator's rules (speed coverage,
+    frame gaps, static context) and the same skip reasons."""
+    track = SpeedTrack(max_samples=len(speed_samples) + 1, max_speed=max_speed)
+    skipped: Counter[str] = Counter()
+    for stamp, speed in sorted(speed_samples):
+        reason = track.add(stamp, speed)
+        if reason:
+            skipped[reason] += 1
+    plans = []
+    for i in range(stride, len(stamps) - stride):
+        window = stamps[i - stride:i + stride + 1]
+        if np.max(np.diff(window)) > max_frame_gap or np.min(np.diff(window)) <= 0:
+            skipped['gap'] += 1
+            continue
+        distances, reason = [], None
+        for context in (i - stride, i + stride):
+            distance, reason = track.distance(stamps[i], stamps[context])
+            if reason:
+                break
+            distances.append(distance)
+        if reason:
+            skipped['no_speed' if reason == 'pending' else reason] += 1
+        elif min(distances) < min_distance:
+            skipped['static'] += 1
+        else:
+            plans.append(PlannedTriplet((i - stride, i, i + stride), (distances[0], distances[1]), stamps[i]))
+    return plans, skipped
+
+
+class DriveTriplets(Dataset):
+    """A KITTI-layout drive folder (KITTI raw, or `packnet-ros synth`) as lazily read triplets."""
+
+    def __init__(self, drive_dir: str | Path, height: int, width: int, camera: int = 2, stride: int = 1,
+                 min_distance: float = 0.1, max_frame_gap: float = 0.5):
+        self.drive = KittiDrive(drive_dir, camera)
+        self.size = (height, width)
+        stamps = self.drive.stamps()
+        samples = [(p.stamp, p.speed) for p in self.drive.oxts()]
+        self.plans, self.skipped = plan_triplets(stamps, samples, stride, min_distance, max_frame_gap)
+        image_h, image_w = read_rgb(self.drive.image_path(self.drive.frames[0])).shape[:2]
+        self.K = scale_intrinsics(self.drive.intrinsics(), width / image_w, height / image_h)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __getitem__(self, index: int) -> Triplet:
+        plan = self.plans[index]
+        h, w = self.size
+        images = [cv2.resize(read_rgb(self.drive.image_path(self.drive.frames[f])), (w, h),
+                             interpolation=cv2.INTER_AREA) for f in plan.frames]
+        return Triplet(np.stack(images), np.array(plan.distances, np.float32), plan.stamp, self.K)
+
+
+class TripletList(Dataset):
+    def __init__(self, triplets: list[Triplet]):
+        self.triplets = triplets
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def __getitem__(self, index: int) -> Triplet:
+        return self.triplets[index]
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    image: str = '/kitti/camera/image_raw'
+    camera_info: str = '/kitti/camera/camera_info'
+    speed: str = '/kitti/odom'  # nav_msgs/Odometry, TwistStamped or TwistWithCovarianceStamped
+
+
+def speed_of(msg) -> float:
+    """Speed (m/s) of an Odometry, TwistStamped or TwistWithCovarianceStamped message."""
+    twist = msg.twist.twist if hasattr(msg.twist, 'covariance') else msg.twist
+    v = twist.linear
+    return math.hypot(v.x, v.y, v.z)  # no overflow for huge components: those are refused as invalid
+
+
+def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | None = None, stride: int = 1,
+                 min_distance: float = 0.1) -> tuple[list[Triplet], Counter]:
+    """Replay a rosbag2 (mcap or sqlite3) through the online accumulator; frames at network size."""
+    from packnet_ros.data.bag import deserialize, read_messages, topics_of
+
+    topics = topics or BagTopics()
+    available = topics_of(bag)
+    missing = [t for t in (topics.image, topics.camera_info, topics.speed) if t not in available]
+    if missing:
+        raise ValueError(f'{bag} lacks {missing}; it has: ' + ', '.join(f'{t} ({m})' for t, m in available.items()))
+    acc = TripletAccumulator(height, width, stride, min_distance)
+    triplets, K, image_size, skipped = [], None, None, Counter()
+    for topic, msgtype, _, raw in read_messages(bag, [topics.image, topics.camera_info, topics.speed]):
+        msg = deserialize(raw, msgtype)
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if topic == topics.camera_info:
+            try:
+                camera = camera_matrix(msg)
+            except ConversionError:
+                skipped['camera_info_rejected'] += 1
+                continue
+            image_size = (msg.width, msg.height)
+            K = scale_intrinsics(camera, width / msg.width, height / msg.height)
+        elif topic == topics.speed:
+            triplets += [_with(t, K) for t in acc.add_speed(stamp, speed_of(msg))]
+        elif K is None:
+            skipped['no_camera_info'] += 1
+        else:
+            try:
+                rgb = to_rgb(msg)
+            except ConversionError:
+                skipped['bad_image'] += 1
+                continue
+            if (rgb.shape[1], rgb.shape[0]) != image_size:
+                skipped['bad_image'] += 1
+                continue
+            triplets += [_with(t, K) for t in acc.add_frame(stamp, rgb)]
+    return triplets, skipped + acc.skipped
+
+
+def _with(triplet: Triplet, K: np.ndarray) -> Triplet:
+    return Triplet(triplet.images, triplet.distances, triplet.stamp, K)
+
+
+def open_source(path: str | Path, height: int, width: int, topics: BagTopics | None = None) -> Dataset:
+    """A drive folder or a rosbag2 directory as a Dataset of triplets."""
+    path = Path(path)
+    if (path / 'metadata.yaml').is_file():
+        return TripletList(bag_triplets(path, height, width, topics)[0])
+    if KittiDrive.is_drive(path):
+        return DriveTriplets(path, height, width)
+    raise FileNotFoundError(f'{path} is neither a KITTI-layout drive folder (image_02/data) nor a rosbag2 '
+                            '(metadata.yaml)')

@@ -1,0 +1,78 @@
+"""Offline training: triplets from drives and bags, `packnet-ros train`, `packnet-ros strip`."""
+import numpy as np
+import pytest
+
+from packnet_ros.checkpoints import load_checkpoint
+from packnet_ros.cli import main
+from packnet_ros.data.bag import write_kitti_bag
+from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
+from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets
+from packnet_ros.inference import DepthEstimator
+
+from helpers import KITTI_DRIVE, kitti_triplets, require
+
+
+@pytest.fixture(scope='module')
+def drive(tmp_path_factory):
+    return write_kitti_drive(tmp_path_factory.mktemp('synth'), 24, seed=3, camera=CameraRig(96, 32), workers=1)
+
+
+def test_drive_triplets_equal_the_online_accumulators():
+    online, K = kitti_triplets(64, 192)
+    offline = DriveTriplets(require(KITTI_DRIVE), 64, 192)
+    assert len(offline) == len(online) == 4
+    for a, b in zip(offline, online):
+        assert a.stamp == b.stamp
+        np.testing.assert_allclose(a.distances, b.distances, rtol=1e-6)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_allclose(a.intrinsics, K)
+
+
+def test_bag_triplets_equal_the_drives(tmp_path):
+    bag = write_kitti_bag(require(KITTI_DRIVE), tmp_path / 'bag')
+    from_bag, skipped = bag_triplets(bag, 64, 192)
+    from_drive = DriveTriplets(KITTI_DRIVE, 64, 192)
+    assert [t.stamp for t in from_bag] == pytest.approx([t.stamp for t in from_drive])
+    for a, b in zip(from_bag, from_drive):
+        np.testing.assert_allclose(a.distances, b.distances, rtol=1e-5)
+        np.testing.assert_allclose(a.intrinsics, b.intrinsics)
+    with pytest.raises(ValueError, match="lacks \\['/robot/odom'\\]; it has: .*/kitti/odom"):
+        bag_triplets(bag, 64, 192, BagTopics(speed='/robot/odom'))
+
+
+def test_plan_skips_with_the_online_reasons():
+    stamps = [0.0, 0.1, 0.2, 0.3, 1.5, 1.6, 1.7]
+    samples = [(t, 5.0 if t < 0.25 else 0.2) for t in np.arange(0, 1.8, 0.05)]  # slows to 0.2 m/s at 0.25 s
+    plans, skipped = plan_triplets(stamps, samples, min_distance=0.2)
+    assert [p.frames for p in plans] == [(0, 1, 2)]
+    np.testing.assert_allclose(plans[0].distances, [0.5, 0.5])
+    # (1,2,3): 0.2 -> 0.3 s covers 0.05*(5+0.2)/2 + 0.05*0.2 = 0.14 m; (4,5,6): 0.02 m; the rest span 1.2 s
+    assert skipped['static'] == 2 and skipped['gap'] == 2
+
+
+def test_train_resume_and_strip(drive, tmp_path, capsys):
+    out = tmp_path / 'ckpts'
+    args = ['train', '--data', str(drive), '--out', str(out), '--height', '32', '--width', '96', '--batch-size', '2',
+            '--device', 'cpu', '--workers', '0', '--set', 'model_width=0.125', '--set', 'save_every_steps=2']
+    assert main(args + ['--steps', '3']) == 0
+    assert load_checkpoint(out / 'step_000000003.ckpt').step == 3
+    assert main(args + ['--steps', '4']) == 2  # checkpoints there and no --resume: refused, nothing touched
+    assert 'pass --resume' in capsys.readouterr().err
+    assert main(args + ['--steps', '5', '--resume']) == 0
+    assert 'resumed from' in capsys.readouterr().out and load_checkpoint(out / 'step_000000005.ckpt').step == 5
+    full = out / 'step_000000005.ckpt'
+    assert main(['strip', '--half', '--keep-pose', str(full), str(tmp_path / 'ship.ckpt')]) == 0
+    shipped = load_checkpoint(tmp_path / 'ship.ckpt')
+    assert shipped.optimizer is None and shipped.pose_state is not None
+    assert (tmp_path / 'ship.ckpt').stat().st_size < 0.3 * full.stat().st_size
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 96, 3), dtype=np.uint8)
+    np.testing.assert_allclose(DepthEstimator.from_checkpoint(tmp_path / 'ship.ckpt').infer(rgb),
+                               DepthEstimator.from_checkpoint(full).infer(rgb), rtol=5e-3)
+
+
+def test_unknown_settings_and_unusable_data_are_clear_errors(drive, tmp_path, capsys):
+    base = ['train', '--data', str(drive), '--out', str(tmp_path / 'o'), '--steps', '1', '--device', 'cpu']
+    assert main(base + ['--set', 'learnig_rate=1']) == 2
+    assert "unknown training settings ['learnig_rate']" in capsys.readouterr().err
+    assert main(['train', '--data', str(tmp_path), '--out', str(tmp_path / 'o'), '--steps', '1']) == 2
+    assert 'neither a KITTI-layout drive folder' in capsys.readouterr().err

@@ -1,4 +1,6 @@
-"""Training benchmark: step time per model and resolution, and triplet ingest rate while training.
+"""Training benchmark: step time per model and resolution, triplet ingest rate while training,
+and offline training (`packnet-ros train`) throughput on 1 and 2 processes with the
+DataLoader's share of the time.
 
 make bench   (or: .venv/bin/python benchmarks/bench_training.py --out bench_out/training.json)
 """
@@ -6,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
 from packnet_ros.training import ReplayBuffer, Trainer, TrainerConfig, Triplet, TripletAccumulator
 
@@ -83,14 +90,33 @@ def ingest_rate(seconds: float = 10.0) -> dict:
     return {'triplets_per_s': emitted / elapsed, 'train_steps_per_s_meanwhile': steps[0] / elapsed}
 
 
+def offline_throughput(drive: Path, processes: int, steps: int, workers: int) -> dict:
+    """`packnet-ros train` under torchrun on a synthetic drive: images/s and the share of time
+    spent waiting for the DataLoader (PackNetSlim01 x0.25, 320x96, batch 4 per process)."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes),
+                   '-m', 'packnet_ros.cli', 'train', '--data', str(drive), '--out', out, '--steps', str(steps),
+                   '--height', '96', '--width', '320', '--batch-size', '4', '--device', 'cpu', '--workers',
+                   str(workers), '--no-tensorboard', '--set', f'save_every_steps={steps}']
+        result = subprocess.run(command, capture_output=True, text=True)
+    match = re.search(r'throughput: ([\d.]+) images/s; waiting for data ([\d.]+) %', result.stdout)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f'{" ".join(command)} failed:\n{result.stdout}\n{result.stderr}')
+    return {'processes': processes, 'workers': workers, 'steps': steps, 'images_per_s': float(match[1]),
+            'data_share': float(match[2]) / 100}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--out', default='bench_out/training.json')
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--offline-steps', type=int, default=30)
+    parser.add_argument('--workers', type=int, default=2, help='DataLoader workers of the offline runs')
+    parser.add_argument('--offline-only', action='store_true', help='only the offline throughput')
     args = parser.parse_args()
     devices = [torch.device('cpu')] + ([torch.device('cuda')] if torch.cuda.is_available() else [])
     rows = []
-    for device in devices:
+    for device in [] if args.offline_only else devices:
         for name in MODELS:
             for h, w in SIZES:
                 batch = 4 if name != 'PackNet01' or device.type == 'cuda' else 1
@@ -99,12 +125,23 @@ def main() -> None:
                              'step_s': seconds, 'samples_per_s': batch / seconds})
                 print(f'train  {name:22s} {w}x{h:<4d} batch {batch}  {device.type:4s} {seconds:8.3f} s/step',
                       flush=True)
-    ingest = ingest_rate()
-    print(f'ingest {ingest["triplets_per_s"]:.1f} triplets/s while training '
-          f'({ingest["train_steps_per_s_meanwhile"]:.2f} steps/s)', flush=True)
+    ingest = {}
+    if not args.offline_only:
+        ingest = ingest_rate()
+        print(f'ingest {ingest["triplets_per_s"]:.1f} triplets/s while training '
+              f'({ingest["train_steps_per_s_meanwhile"]:.2f} steps/s)', flush=True)
+    offline = []
+    with tempfile.TemporaryDirectory() as folder:
+        drive = write_kitti_drive(folder, 80, seed=2, camera=CameraRig(320, 96))
+        for processes in (1, 2):
+            row = offline_throughput(drive, processes, args.offline_steps, args.workers)
+            offline.append(row)
+            print(f'offline train  {processes} process(es), {args.workers} loader workers: '
+                  f'{row["images_per_s"]:.1f} images/s, waiting for data {100 * row["data_share"]:.1f} %', flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({'steps': rows, 'ingest': ingest, 'threads': torch.get_num_threads()}, indent=2))
+    out.write_text(json.dumps({'steps': rows, 'ingest': ingest, 'offline': offline,
+                               'threads': torch.get_num_threads()}, indent=2))
     print(f'wrote {out}')
 
 

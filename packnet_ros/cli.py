@@ -104,6 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from packnet_ros.data.triplets import BagTopics
+    from packnet_ros.training import distributed
     from packnet_ros.training.offline import OfflineConfig, train
 
     session = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
@@ -118,19 +119,64 @@ def run_train(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f'--set takes KEY=VALUE, got {item!r}')
         session[key] = yaml.safe_load(value)
+    processes, session['device'] = distributed.start(str(session.get('device', 'cpu')))
     config = OfflineConfig(data=args.data, out=Path(args.out), steps=args.steps or 0, epochs=args.epochs or 1,
                            workers=args.workers, resume=args.resume, session=session,
+                           holdout_every=args.holdout_every,
+                           tensorboard=not args.no_tensorboard,
                            topics=BagTopics(args.image_topic, args.camera_info_topic, args.speed_topic))
-    with tqdm(desc='training', unit='step') as bar:
-        def report(result, step, total):
-            bar.total = total
-            bar.update(step - bar.n)
-            if result.losses:
-                bar.set_postfix(loss=f'{result.losses["loss"]:.4f}', scale=f'{result.losses["scale"]:.3f}')
+    main_process = processes is None or processes.rank == 0
+    try:
+        with tqdm(desc='training', unit='step', disable=not main_process) as bar:
+            def report(result, step, total):
+                bar.total = total
+                bar.update(step - bar.n)
+                if result.losses:
+                    bar.set_postfix(loss=f'{result.losses["loss"]:.4f}', scale=f'{result.losses["scale"]:.3f}')
 
-        session = train(config, report)
-    print(f'{session.origin}; trained to step {session.step_count}; checkpoints in {config.out} '
-          f'(last {session.stats.last_saved}, announced {session.stats.announced})')
+            run = train(config, report)
+    except distributed.DistributedError as exc:
+        rank = processes.rank if processes else 0
+        raise RuntimeError(f'rank {rank}: {exc}. The run stopped; its newest checkpoint in {config.out} is intact: '
+                           'rerun with --resume (any number of processes) to continue') from None
+    finally:
+        distributed.stop()
+    if main_process:
+        session, speed = run.session, run.throughput
+        where = f' on {processes.world_size} processes ({processes.backend})' if processes else ''
+        print(f'{session.origin}; trained to step {session.step_count}{where}; checkpoints in {config.out} '
+              f'(last {session.stats.last_saved}, announced {session.stats.announced})')
+        if speed.steps:
+            print(f'throughput: {speed.images_per_s:.1f} images/s; waiting for data {100 * speed.data_share:.1f} % '
+                  f'of the time ({speed.steps} steps here)')
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from packnet_ros.evaluation import EvalConfig, drive_samples, evaluate, format_table, read_split
+
+    if args.split:
+        samples = read_split(args.data, args.split)
+    elif KittiDrive.is_drive(args.data):
+        samples = drive_samples(args.data, args.camera)
+    else:
+        raise ValueError(f'{args.data} is not a drive folder: give --split FILE listing frames under it')
+    config = EvalConfig(args.checkpoint, samples, args.height, args.width, args.device, args.precision,
+                        args.batch_size, args.workers, args.min_depth, args.max_depth,
+                        None if args.crop == 'none' else args.crop)
+    with tqdm(total=len(samples), desc='evaluating', unit='image') as bar:
+        result = evaluate(config, bar.update)
+    print(format_table(result))
+    reported = 'median_scaled' if args.median_scaling else 'metric'
+    print(f'reported ({reported.replace("_", "-")}): abs_rel {getattr(result, reported)["abs_rel"]:.3f}')
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**result.to_json(), 'reported': reported}, indent=2))
+        print(f'wrote {args.json}')
     return 0
 
 
@@ -183,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     to_bag.add_argument('--camera', type=int, default=2, choices=(2, 3))
     to_bag.set_defaults(func=run_kitti_to_bag)
 
-    train = sub.add_parser('train', help='train offline on drives and bags (checkpoints depth_node loads)')
+    train = sub.add_parser('train', help='train offline on drives and bags (checkpoints depth_node loads); '
+                                         'under torchrun on several processes (DistributedDataParallel)')
     train.add_argument('--data', action='append', required=True,
                        help='KITTI raw drive folder, synthetic drive (packnet-ros synth) or rosbag2; repeatable')
     train.add_argument('--out', required=True, help='checkpoint folder')
@@ -200,11 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
     train.add_argument('--config', help='YAML of training settings (the training node\'s parameter names)')
     train.add_argument('--set', action='append', metavar='KEY=VALUE', help='one training setting; repeatable')
+    train.add_argument('--holdout-every', type=int, default=20,
+                       help='every Nth triplet is held out for validation (0: none)')
+    train.add_argument('--no-tensorboard', action='store_true', help='no event logs in OUT/tensorboard')
     train.add_argument('--image-topic', default='/kitti/camera/image_raw', help='for bags')
     train.add_argument('--camera-info-topic', default='/kitti/camera/camera_info', help='for bags')
     train.add_argument('--speed-topic', default='/kitti/odom',
                        help='for bags: Odometry, TwistStamped or TwistWithCovarianceStamped')
     train.set_defaults(func=run_train)
+
+    evaluate = sub.add_parser('eval', help='KITTI Eigen-protocol metrics of a checkpoint (Garg crop, 80 m cap)')
+    evaluate.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
+    evaluate.add_argument('--data', required=True, help='KITTI raw root (with --split) or one drive folder')
+    evaluate.add_argument('--split', help='file listing frames, e.g. packnet-sfm\'s eigen_test_files.txt')
+    evaluate.add_argument('--median-scaling', action='store_true',
+                          help='report the median-scaled row (ground-truth scaling) instead of the metric one')
+    evaluate.add_argument('--crop', default='garg', choices=('garg', 'none'))
+    evaluate.add_argument('--min-depth', type=float, default=0.0)
+    evaluate.add_argument('--max-depth', type=float, default=80.0)
+    evaluate.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
+    evaluate.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
+    evaluate.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    evaluate.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    evaluate.add_argument('--batch-size', type=int, default=8)
+    evaluate.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
+    evaluate.add_argument('--camera', type=int, default=2, choices=(2, 3), help='for a drive folder without split')
+    evaluate.add_argument('--json', help='write the results here')
+    evaluate.set_defaults(func=run_eval)
 
     strip = sub.add_parser('strip', help='a checkpoint to ship: no optimizer state, optionally float16, no PoseNet')
     strip.add_argument('checkpoint')

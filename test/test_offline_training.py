@@ -70,6 +70,24 @@ def test_train_resume_and_strip(drive, tmp_path, capsys):
                                DepthEstimator.from_checkpoint(full).infer(rgb), rtol=5e-3)
 
 
+def test_tensorboard_logs_losses_and_held_out_metrics(drive, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / 'ckpts'
+    assert main(['train', '--data', str(drive), '--out', str(out), '--height', '32', '--width', '96', '--steps', '2',
+                 '--batch-size', '2', '--device', 'cpu', '--workers', '0', '--set', 'model_width=0.125',
+                 '--holdout-every', '5']) == 0
+    events = EventAccumulator(str(out / 'tensorboard'))
+    events.Reload()
+    tags = events.Tags()
+    assert {'train/loss', 'train/velocity', 'train/learning_rate', 'val/loss', 'val_metric/abs_rel',
+            'val_median_scaled/abs_rel', 'val/scale_ratio'} <= set(tags['scalars'])
+    assert [e.step for e in events.Scalars('train/loss')] == [1, 2]
+    abs_rel = events.Scalars('val_metric/abs_rel')[-1].value
+    assert abs_rel > 0 and np.isfinite(abs_rel)  # the synthetic drive's exact depth is the ground truth
+    assert tags['images'] == ['val/depth']
+
+
 def test_unknown_settings_and_unusable_data_are_clear_errors(drive, tmp_path, capsys):
     base = ['train', '--data', str(drive), '--out', str(tmp_path / 'o'), '--steps', '1', '--device', 'cpu']
     assert main(base + ['--set', 'learnig_rate=1']) == 2

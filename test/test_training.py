@@ -185,12 +185,12 @@ def test_folding_the_learnt_scales_changes_nothing_computed():
                       TrainerConfig(depth_scale_lr=0.5, translation_scale_lr=0.5, warmup_steps=0))
     for _ in range(3):
         trainer.step(triplets[:2])
-    assert trainer.depth_scale() != 1.0 and float(trainer.log_translation_scale) != 0.0
+    assert trainer.depth_scale() != 1.0 and float(trainer.log_translation_scale.detach()) != 0.0
     with torch.no_grad():
         before = trainer.losses(triplets)
         trainer.fold_scales()
         after = trainer.losses(triplets)
-    assert trainer.depth_scale() == 1.0 and float(trainer.log_translation_scale) == 0.0
+    assert trainer.depth_scale() == 1.0 and float(trainer.log_translation_scale.detach()) == 0.0
     for key in ('photometric', 'velocity', 'scale'):
         assert float(after[key]) == pytest.approx(float(before[key]), rel=1e-4), key
 

@@ -86,6 +86,12 @@ class DriveTriplets(Dataset):
                              interpolation=cv2.INTER_AREA) for f in plan.frames]
         return Triplet(np.stack(images), np.array(plan.distances, np.float32), plan.stamp, self.K)
 
+    def ground_truth(self, index: int) -> np.ndarray | None:
+        """Ground-truth depth [H,W] (metres, 0 = none) of triplet `index`'s target frame, if the drive has it."""
+        frame = self.drive.frames[self.plans[index].frames[1]]
+        shape = read_rgb(self.drive.image_path(frame)).shape[:2]
+        return self.drive.ground_truth(frame, shape)
+
 
 class TripletList(Dataset):
     def __init__(self, triplets: list[Triplet]):

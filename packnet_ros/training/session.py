@@ -22,6 +22,7 @@ import torch
 from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from packnet_ros.inference import resolve_device
 from packnet_ros.networks import PoseNet, build_depth_net
+from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
@@ -220,6 +221,8 @@ class TrainingSession:
                 return None
         try:
             losses = self.trainer.step(batch)
+        except distributed.DistributedError:
+            raise  # the processes cannot go on apart: the run stops, its last checkpoint resumable
         except (RuntimeError, ValueError) as exc:  # e.g. a camera that changed size mid-run
             self.stats.failed_steps += 1
             return StepResult(None, error=repr(exc))
@@ -235,8 +238,8 @@ class TrainingSession:
             result.rolled_back_to = self.roll_back()
             return result
         c, now = self.config, time.monotonic()
-        if self.trainer.step_count % c.save_every_steps == 0 or now - self._last_save >= c.save_every_seconds \
-                or self.finished:
+        due = now - self._last_save >= c.save_every_seconds  # rank 0's clock decides for all processes
+        if self.trainer.step_count % c.save_every_steps == 0 or distributed.agree(due) or self.finished:
             result.saved, result.announce = self.checkpoint()
         return result
 
@@ -248,8 +251,9 @@ class TrainingSession:
             self._window_start, self._window_steps = now, 0
 
     def _diverged(self) -> bool:
-        return (self.stats.last_saved is not None and not math.isnan(self.saved_ema)
-                and self.stats.loss_ema > self.config.divergence_factor * self.saved_ema)
+        diverged = (self.stats.last_saved is not None and not math.isnan(self.saved_ema)
+                    and self.stats.loss_ema > self.config.divergence_factor * self.saved_ema)
+        return distributed.agree(diverged)
 
     def roll_back(self) -> Path | None:
         """Back to the last saved checkpoint: weights, optimizer moments and step."""
@@ -270,15 +274,20 @@ class TrainingSession:
         t, c = self.trainer, self.config
         self._last_save = time.monotonic()
         t.fold_scales()
-        try:
-            path = save_checkpoint(self.folder.path_for(t.step_count), t.depth_net, t.pose_net, step=t.step_count,
-                                   input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),
-                                   extra={'loss_ema': self.stats.loss_ema})
-        except (CheckpointError, OSError) as exc:
+        path = self.folder.path_for(t.step_count)
+        if distributed.is_main():  # one writer; the others learn from it whether the save worked
+            try:
+                save_checkpoint(path, t.depth_net, t.pose_net, step=t.step_count, input_size=(c.height, c.width),
+                                optimizer=t.optimizer.state_dict(), extra={'loss_ema': self.stats.loss_ema})
+            except (CheckpointError, OSError) as exc:
+                self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
+                path = None
+        if not distributed.agree(path is not None):
             self.stats.failed_saves += 1
-            self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
             return None, None
         self.stats.last_saved, self.saved_ema = path, self.stats.loss_ema
+        if not distributed.is_main():
+            return path, None
         self.folder.prune(c.keep_last, protect=(self.stats.announced, path))
         validation = self._validate() if c.validate_before_announce else None
         if validation is not None and not validation.passed:

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from packnet_ros.geometry import pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.networks import PackNet, PoseNet
+from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 
 SCALE_FROM_SPEED = ('loss', 'direct')
@@ -62,6 +64,29 @@ class TrainerConfig:
             raise ValueError(f'scale_from_speed must be one of {SCALE_FROM_SPEED}, got {self.scale_from_speed!r}')
 
 
+class ScaledNetworks(nn.Module):
+    """Depth and pose networks with the learnt global log-scales of depth and translation:
+    one module, so that DistributedDataParallel sees every trained parameter."""
+
+    def __init__(self, depth_net: PackNet, pose_net: PoseNet):
+        super().__init__()
+        self.depth_net, self.pose_net = depth_net, pose_net
+        self.log_depth_scale = nn.Parameter(torch.zeros(()))
+        self.log_translation_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, target: torch.Tensor, context: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """target [B,3,H,W], context N x [B,3,H,W] -> inverse depths S x [B,1,H,W] (every scale
+        upsampled to full resolution, as the original does before the loss), pose vectors [B,N,6]."""
+        inv_depths = self.depth_net(target)
+        if isinstance(inv_depths, torch.Tensor):  # eval mode: a single scale
+            inv_depths = [inv_depths]
+        inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') * torch.exp(-self.log_depth_scale)
+                      for d in inv_depths]
+        pose_vecs = self.pose_net(target, context)
+        translations = pose_vecs[..., :3] * torch.exp(self.log_translation_scale)
+        return inv_depths, torch.cat([translations, pose_vecs[..., 3:]], -1)
+
+
 class Trainer:
     """Adam over depth and pose networks. K is the intrinsics at the training resolution.
 
@@ -72,25 +97,32 @@ class Trainer:
     over `velocity_warmup_steps`: the velocity loss constrains only ‖t‖, and its gradient
     t/‖t‖ amplifies whatever direction PoseNet starts with; the photometric loss must orient
     the translation first (DEVELOPERS.md has the measurements).
+
+    Under torchrun (a process group started by training.distributed), the networks train as
+    one DistributedDataParallel module: each process steps on its own batch, gradients and
+    the reported losses are averaged over processes, and a non-finite loss anywhere skips
+    the step everywhere, so every process keeps the same weights.
     """
 
     def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, config: TrainerConfig | None = None,
                  device: torch.device | None = None, loss: SelfSupervisedLoss | None = None):
         self.config = config or TrainerConfig()
         self.device = device or torch.device('cpu')
-        self.depth_net = depth_net.to(self.device)
-        self.pose_net = pose_net.to(self.device)
+        self.networks = ScaledNetworks(depth_net, pose_net).to(self.device)
+        self.depth_net, self.pose_net = self.networks.depth_net, self.networks.pose_net
+        self.log_depth_scale = self.networks.log_depth_scale
+        self.log_translation_scale = self.networks.log_translation_scale
         self.set_intrinsics(K)
         self.loss = loss or SelfSupervisedLoss()
-        self.log_depth_scale = torch.zeros((), device=self.device, requires_grad=True)
-        self.log_translation_scale = torch.zeros((), device=self.device, requires_grad=True)
         groups = [{'params': list(depth_net.parameters()) + list(pose_net.parameters()),
                    'lr': self.config.learning_rate, 'base_lr': self.config.learning_rate}]
         for scale, lr in ((self.log_depth_scale, self.config.depth_scale_lr),
                           (self.log_translation_scale, self.config.translation_scale_lr)):
+            scale.requires_grad_(lr > 0)
             if lr > 0:
                 groups.append({'params': [scale], 'lr': lr, 'base_lr': lr})
         self.optimizer = torch.optim.Adam(groups)
+        self.replicated = distributed.replicate(self.networks, self.device)
         self.step_count = 0
         self.skipped_nonfinite = 0
 
@@ -98,16 +130,11 @@ class Trainer:
         """Intrinsics [3,3] at the training resolution (e.g. when a new camera_info arrives)."""
         self.K = torch.as_tensor(K, dtype=torch.float32, device=self.device)
 
-    def losses(self, triplets: list[Triplet]) -> dict[str, torch.Tensor]:
+    def losses(self, triplets: list[Triplet], networks: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Losses of a batch through `networks` (default: the training module, replicated
+        across processes when distributed)."""
         target, context, distances, K = triplets_to_batch(triplets, self.device)
-        inv_depths = self.depth_net(target)
-        if isinstance(inv_depths, torch.Tensor):  # eval mode: a single scale
-            inv_depths = [inv_depths]
-        # As the original: every scale is upsampled to full resolution before the loss.
-        inv_depths = [F.interpolate(d, size=target.shape[-2:], mode='nearest') * torch.exp(-self.log_depth_scale)
-                      for d in inv_depths]
-        pose_vecs = self.pose_net(target, context)
-        pose_vecs = torch.cat([pose_vecs[..., :3] * torch.exp(self.log_translation_scale), pose_vecs[..., 3:]], -1)
+        inv_depths, pose_vecs = (networks or self.replicated)(target, context)
         predicted = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
         poses = predicted
         if self.config.scale_from_speed == 'direct':
@@ -131,14 +158,28 @@ class Trainer:
 
     def step(self, triplets: list[Triplet]) -> dict[str, float] | None:
         """One optimisation step; None (and nothing changed) if the loss is not finite."""
-        self.depth_net.train()
-        self.pose_net.train()
+        if not distributed.active():
+            return self._step(triplets)
+        try:
+            return self._step(triplets)
+        except distributed.DistributedError:
+            raise
+        except RuntimeError as exc:  # in a collective of the backward pass, or this process's own failure
+            raise distributed.DistributedError(f'training step {self.step_count + 1} failed: {exc}') from exc
+
+    def _step(self, triplets: list[Triplet]) -> dict[str, float] | None:
+        self.networks.train()
         out = self.losses(triplets)
+        self.optimizer.zero_grad(set_to_none=True)
+        if distributed.active():
+            out['loss'].backward()  # every process joins the gradient average, even when it will be skipped
+            out = distributed.mean_of(out)
         if not torch.isfinite(out['loss']):
+            self.optimizer.zero_grad(set_to_none=True)
             self.skipped_nonfinite += 1
             return None
-        self.optimizer.zero_grad(set_to_none=True)
-        out['loss'].backward()
+        if not distributed.active():
+            out['loss'].backward()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'], self.config.grad_clip)
         ramp = self.warmup_factor()
@@ -174,7 +215,7 @@ class Trainer:
         the functions computed do not change."""
         with torch.no_grad():
             self.depth_net.depth_scale *= self.depth_scale()
-            self.pose_net.scale_translations(math.exp(float(self.log_translation_scale)))
+            self.pose_net.scale_translations(math.exp(float(self.log_translation_scale.detach())))
             self.log_depth_scale.zero_()
             self.log_translation_scale.zero_()
 
@@ -218,9 +259,8 @@ class Trainer:
         if weights is not None:
             self._use(weights)
         try:
-            self.depth_net.train()
-            self.pose_net.train()
-            return float(self.losses(triplets)['loss'])
+            self.networks.train()
+            return float(self.losses(triplets, self.networks)['loss'])
         finally:
             if live is not None:
                 self._use(live)

@@ -1,0 +1,186 @@
+"""Offline evaluation as the paper reports it: the Eigen split of KITTI raw, Garg crop, 80 m cap.
+
+A split file names frames; each is read with its ground truth (packnet-sfm's
+`proj_depth/velodyne` maps when present, else the velodyne scan projected into the
+camera), depth is predicted in batches, and every image's metrics come from
+`packnet_ros.metrics`, so the numbers here and anywhere else in the package agree.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from packnet_ros.data.kitti import KittiDrive, KittiError
+from packnet_ros.image import read_rgb, to_tensor
+from packnet_ros.inference import DepthEstimator
+from packnet_ros.metrics import METRIC_NAMES, image_metrics, mean_metrics
+
+# "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png [right image ...]"
+# (packnet-sfm, KITTI Eigen files) or "2011_09_26/2011_09_26_drive_0002_sync 69 l" (monodepth2).
+_IMAGE_LINE = re.compile(r'^(?P<drive>\S+)/image_0(?P<camera>[23])/data/(?P<frame>\d+)\.\w+$')
+_SIDE = {'l': 2, 'r': 3}
+
+
+class SplitError(ValueError):
+    """A split file that cannot be evaluated as written."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    drive: Path
+    camera: int
+    frame: int
+
+
+def parse_split_line(line: str) -> tuple[str, int, int] | None:
+    """One split line -> (drive folder relative to the root, camera, frame); None for blanks."""
+    fields = line.split()
+    if not fields or fields[0].startswith('#'):
+        return None
+    match = _IMAGE_LINE.match(fields[0])
+    if match:
+        return match['drive'], int(match['camera']), int(match['frame'])
+    if len(fields) >= 2 and fields[1].isdigit():
+        side = fields[2].lower() if len(fields) > 2 else 'l'
+        if side in _SIDE:
+            return fields[0], _SIDE[side], int(fields[1])
+    raise SplitError(f'cannot read split line {line.strip()!r}: expected DATE/DRIVE/image_02/data/FRAME.png '
+                     f'or "DATE/DRIVE FRAME l|r"')
+
+
+def read_split(root: str | Path, split: str | Path) -> list[Sample]:
+    """Frames a split file names under `root`; every missing drive and image is listed at once."""
+    root, split = Path(root), Path(split)
+    if not split.is_file():
+        raise FileNotFoundError(f'split file {split} does not exist')
+    samples, missing_drives, missing_images = [], set(), []
+    for number, line in enumerate(split.read_text().splitlines(), 1):
+        try:
+            parsed = parse_split_line(line)
+        except SplitError as exc:
+            raise SplitError(f'{split}:{number}: {exc}') from None
+        if parsed is None:
+            continue
+        drive, camera, frame = parsed
+        sample = Sample(root / drive, camera, frame)
+        image = sample.drive / f'image_0{camera}' / 'data' / f'{frame:010d}.png'
+        if not sample.drive.is_dir():
+            missing_drives.add(drive)
+        elif not image.is_file():
+            missing_images.append(str(image.relative_to(root)))
+        else:
+            samples.append(sample)
+    if missing_drives or missing_images:
+        lines = [f'{split} names data that is not under {root}:']
+        lines += [f'  missing drive {d}' for d in sorted(missing_drives)]
+        lines += [f'  missing image {i}' for i in missing_images[:20]]
+        if len(missing_images) > 20:
+            lines.append(f'  ... and {len(missing_images) - 20} more images')
+        raise SplitError('\n'.join(lines))
+    if not samples:
+        raise SplitError(f'{split} names no frames')
+    return samples
+
+
+def drive_samples(drive_dir: str | Path, camera: int = 2) -> list[Sample]:
+    """Every frame of one drive folder (when no split file is given)."""
+    drive = KittiDrive(drive_dir, camera)
+    return [Sample(drive.path, camera, frame) for frame in drive.frames]
+
+
+class EvalFrames(Dataset):
+    """(network input [3,h,w] in [0,1], ground truth [H,W] metres with 0 = none, index)."""
+
+    def __init__(self, samples: list[Sample], height: int, width: int):
+        self.samples, self.size = samples, (height, width)
+        self.drives: dict[tuple[Path, int], KittiDrive] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray, int]:
+        s = self.samples[index]
+        key = (s.drive, s.camera)
+        if key not in self.drives:
+            self.drives[key] = KittiDrive(s.drive, s.camera)
+        drive = self.drives[key]
+        rgb = read_rgb(drive.image_path(s.frame))
+        gt = drive.ground_truth(s.frame, rgb.shape[:2])
+        if gt is None:
+            gt = np.zeros(rgb.shape[:2], np.float32)
+        return to_tensor(rgb, *self.size)[0], gt, index
+
+
+def _collate(items: list) -> tuple[torch.Tensor, list[np.ndarray], list[int]]:
+    return torch.stack([i[0] for i in items]), [i[1] for i in items], [i[2] for i in items]
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str
+    samples: list[Sample]
+    height: int | None = None  # None: the size the checkpoint was trained at
+    width: int | None = None
+    device: str = 'auto'
+    precision: str = 'fp32'
+    batch_size: int = 8
+    workers: int = 2
+    min_depth: float = 0.0
+    max_depth: float = 80.0
+    crop: str | None = 'garg'
+
+
+@dataclass
+class EvalResult:
+    checkpoint: str
+    input_size: tuple[int, int]
+    images: int  # with valid ground truth
+    without_ground_truth: int
+    metric: dict[str, float]
+    median_scaled: dict[str, float]
+    scale_ratio: float
+    settings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Metrics of a checkpoint over the samples, metric and median-scaled (gt/pred per image)."""
+    estimator = DepthEstimator.from_checkpoint(config.checkpoint, config.height, config.width, config.device,
+                                               precision=config.precision)
+    loader = DataLoader(EvalFrames(config.samples, estimator.height, estimator.width),
+                        batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
+    per_image: list[dict | None] = [None] * len(config.samples)
+    for batch, gts, indices in loader:
+        depth = estimator.infer_tensor(batch)[:, 0].cpu().numpy()
+        for pred, gt, index in zip(depth, gts, indices):
+            per_image[index] = image_metrics(gt, pred, min_depth=config.min_depth, max_depth=config.max_depth,
+                                             crop=config.crop)
+        if progress:
+            progress(len(indices))
+    missing = sum(r is None for r in per_image)
+    if missing == len(per_image):
+        raise KittiError('no frame has ground truth: expected proj_depth/velodyne/image_0X/FRAME.npz '
+                         'or velodyne_points/data/FRAME.bin in the drive folders')
+    mean = mean_metrics(per_image)
+    settings = {k: getattr(config, k) for k in ('precision', 'min_depth', 'max_depth', 'crop')}
+    return EvalResult(config.checkpoint, (estimator.height, estimator.width), mean['images'], missing,
+                      mean['metric'], mean['median_scaled'], mean['scale_ratio'], settings)
+
+
+def format_table(result: EvalResult) -> str:
+    """The paper's table: one row without and one with per-image median scaling."""
+    header = '| ' + ' | '.join(['', *METRIC_NAMES]) + ' |'
+    rule = '|' + '---|' * (len(METRIC_NAMES) + 1)
+    rows = [f'| {name} | ' + ' | '.join(f'{values[k]:.3f}' for k in METRIC_NAMES) + ' |'
+            for name, values in (('metric', result.metric), ('median-scaled', result.median_scaled))]
+    notes = (f'{result.images} images ({result.without_ground_truth} without ground truth skipped), '
+             f'input {result.input_size[1]}x{result.input_size[0]}, gt/pred scale ratio {result.scale_ratio:.3f}')
+    return '\n'.join([header, rule, *rows, '', notes])

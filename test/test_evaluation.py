@@ -1,0 +1,98 @@
+"""`packnet-ros eval`: the Eigen protocol on real KITTI frames, split files and their errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.cli import main
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.evaluation import SplitError, parse_split_line, read_split
+from packnet_ros.image import read_rgb
+from packnet_ros.inference import DepthEstimator
+from packnet_ros.metrics import image_metrics
+from packnet_ros.networks import PackNetSlim01
+
+from helpers import KITTI_DRIVE, KITTI_TINY, require
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = PackNetSlim01(width=0.25)
+    net.initialize_depth(12.0)  # a plausible scale, so that the 80 m cap and clipping matter less than noise
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, input_size=(96, 320))
+
+
+def test_split_lines_in_both_common_formats():
+    assert parse_split_line('2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png '
+                            '2011_09_26/2011_09_26_drive_0002_sync/image_03/data/0000000069.png') == \
+        ('2011_09_26/2011_09_26_drive_0002_sync', 2, 69)
+    assert parse_split_line('2011_09_26/2011_09_26_drive_0002_sync 69 r') == \
+        ('2011_09_26/2011_09_26_drive_0002_sync', 3, 69)
+    assert parse_split_line('   ') is None
+    with pytest.raises(SplitError, match='cannot read split line'):
+        parse_split_line('some/image.png')
+
+
+def test_eval_equals_metrics_module_on_the_same_pairs(checkpoint, tmp_path, capsys):
+    root = require(KITTI_TINY)
+    out = tmp_path / 'result.json'
+    assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(root), '--split',
+                 str(root / 'kitti_tiny.txt'), '--device', 'cpu', '--batch-size', '2', '--workers', '0',
+                 '--json', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'median-scaled' in printed and 'abs_rel' in printed
+    result = json.loads(out.read_text())
+
+    estimator = DepthEstimator.from_checkpoint(checkpoint)
+    drive = KittiDrive(KITTI_DRIVE)
+    per_image = []
+    for frame in range(1, 6):  # kitti_tiny.txt names frames 1-5 of the left camera
+        rgb = read_rgb(drive.image_path(frame))
+        gt = drive.projected_depth(frame)
+        assert gt is not None and gt.shape == rgb.shape[:2]
+        per_image.append(image_metrics(gt, estimator.infer(rgb), min_depth=0.0, max_depth=80.0, crop='garg'))
+    assert result['images'] == 5 and result['without_ground_truth'] == 0
+    assert result['input_size'] == [96, 320] and result['reported'] == 'metric'
+    for row in ('metric', 'median_scaled'):
+        for key in ('abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3'):
+            expected = np.mean([r[row][key] for r in per_image])
+            assert result[row][key] == pytest.approx(expected, rel=1e-4, abs=1e-6), (row, key)
+    assert result['scale_ratio'] == pytest.approx(np.mean([r['scale_ratio'] for r in per_image]), rel=1e-4)
+
+
+def test_eval_of_a_drive_folder_without_split(checkpoint, tmp_path):
+    out = tmp_path / 'drive.json'
+    assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(require(KITTI_DRIVE)), '--device', 'cpu',
+                 '--workers', '0', '--median-scaling', '--json', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['images'] == 7 and result['reported'] == 'median_scaled'
+
+
+def test_split_naming_missing_data_lists_all_of_it(checkpoint, tmp_path, capsys):
+    root = require(KITTI_TINY)
+    split = tmp_path / 'split.txt'
+    split.write_text('2011_09_26/2011_09_26_drive_0023_sync/image_02/data/0000000001.png\n'
+                     '2011_09_26/2011_09_26_drive_0099_sync 5 l\n'
+                     '2011_09_30/2011_09_30_drive_0016_sync 7 l\n'
+                     '2011_09_26/2011_09_26_drive_0023_sync 42 l\n')
+    with pytest.raises(SplitError) as error:
+        read_split(root, split)
+    message = str(error.value)
+    assert 'missing drive 2011_09_26/2011_09_26_drive_0099_sync' in message
+    assert 'missing drive 2011_09_30/2011_09_30_drive_0016_sync' in message
+    assert 'missing image 2011_09_26/2011_09_26_drive_0023_sync/image_02/data/0000000042.png' in message
+    assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(root), '--split', str(split)]) == 2
+    assert 'drive_0099_sync' in capsys.readouterr().err
+
+
+def test_eval_without_ground_truth_says_where_it_looked(checkpoint, tmp_path, capsys):
+    drive = tmp_path / '2011_09_26' / '2011_09_26_drive_0023_sync' / 'image_02' / 'data'
+    drive.mkdir(parents=True)
+    (drive / '0000000000.png').write_bytes((require(KITTI_DRIVE) / 'image_02' / 'data' / '0000000000.png')
+                                           .read_bytes())
+    assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(drive.parent.parent), '--device', 'cpu',
+                 '--workers', '0']) == 2
+    assert 'no frame has ground truth' in capsys.readouterr().err

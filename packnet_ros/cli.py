@@ -157,7 +157,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from packnet_ros.evaluation import EvalConfig, drive_samples, evaluate, format_table, read_split
+    from packnet_ros.data.split import read_split
+    from packnet_ros.evaluation import EvalConfig, drive_samples, evaluate, format_table
 
     if args.split:
         samples = read_split(args.data, args.split)
@@ -232,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser('train', help='train offline on drives and bags (checkpoints depth_node loads); '
                                          'under torchrun on several processes (DistributedDataParallel)')
     train.add_argument('--data', action='append', required=True,
-                       help='KITTI raw drive folder, synthetic drive (packnet-ros synth) or rosbag2; repeatable')
+                       help='KITTI raw drive folder, KITTI split file, synthetic drive (packnet-ros synth) '
+                            'or rosbag2; repeatable')
     train.add_argument('--out', required=True, help='checkpoint folder')
     train.add_argument('--steps', type=int, help='training steps (default: --epochs over the data)')
     train.add_argument('--epochs', type=int, help='passes over the data when --steps is not given (default 1)')

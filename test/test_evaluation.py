@@ -8,7 +8,7 @@ import torch
 from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.evaluation import SplitError, parse_split_line, read_split
+from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
 from packnet_ros.inference import DepthEstimator
 from packnet_ros.metrics import image_metrics

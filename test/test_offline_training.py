@@ -5,8 +5,9 @@ import pytest
 from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.bag import write_kitti_bag
+from packnet_ros.data.split import SplitError
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
-from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets
+from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets, split_triplets
 from packnet_ros.inference import DepthEstimator
 
 from helpers import KITTI_DRIVE, kitti_triplets, require
@@ -68,6 +69,30 @@ def test_train_resume_and_strip(drive, tmp_path, capsys):
     rgb = np.random.default_rng(0).integers(0, 256, (32, 96, 3), dtype=np.uint8)
     np.testing.assert_allclose(DepthEstimator.from_checkpoint(tmp_path / 'ship.ckpt').infer(rgb),
                                DepthEstimator.from_checkpoint(full).infer(rgb), rtol=5e-3)
+
+
+def test_split_file_selects_target_frames(drive, tmp_path, capsys):
+    root = drive.parent.parent  # synthetic drives keep the KITTI raw layout: ROOT/DATE/DRIVE
+    splits = root / 'data_splits'
+    splits.mkdir(exist_ok=True)
+    relative = drive.relative_to(root)
+    split = splits / 'train.txt'
+    split.write_text(''.join(f'{relative}/image_02/data/{f:010d}.png\n' for f in range(5, 16)))
+    [selected] = split_triplets(split, 32, 96)
+    everything = DriveTriplets(drive, 32, 96)
+    targets = [selected.drive.frames[p.frames[1]] for p in selected.plans]
+    assert targets == [everything.drive.frames[p.frames[1]] for p in everything.plans
+                       if 5 <= everything.drive.frames[p.frames[1]] <= 15]
+    assert len(targets) >= 8
+    out = tmp_path / 'ckpts'
+    assert main(['train', '--data', str(split), '--out', str(out), '--height', '32', '--width', '96', '--steps', '1',
+                 '--batch-size', '2', '--device', 'cpu', '--workers', '0', '--set', 'model_width=0.125',
+                 '--no-tensorboard']) == 0
+    assert load_checkpoint(out / 'step_000000001.ckpt').step == 1
+    broken = splits / 'broken.txt'
+    broken.write_text(f'{relative} 3 l\n2000_01_01/2000_01_01_drive_0042_sync 3 l\n')
+    with pytest.raises(SplitError, match='missing drive 2000_01_01/2000_01_01_drive_0042_sync'):
+        split_triplets(broken, 32, 96)
 
 
 def test_tensorboard_logs_losses_and_held_out_metrics(drive, tmp_path):

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from packnet_ros.data.decode import ConversionError, camera_matrix, to_rgb
 from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.data.split import SplitError, read_split
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
 from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
@@ -67,12 +68,15 @@ class DriveTriplets(Dataset):
     """A KITTI-layout drive folder (KITTI raw, or `packnet-ros synth`) as lazily read triplets."""
 
     def __init__(self, drive_dir: str | Path, height: int, width: int, camera: int = 2, stride: int = 1,
-                 min_distance: float = 0.1, max_frame_gap: float = 0.5):
+                 min_distance: float = 0.1, max_frame_gap: float = 0.5, targets: set[int] | None = None):
+        """targets: frame numbers allowed as triplet targets (a split file's), None for all."""
         self.drive = KittiDrive(drive_dir, camera)
         self.size = (height, width)
         stamps = self.drive.stamps()
         samples = [(p.stamp, p.speed) for p in self.drive.oxts()]
         self.plans, self.skipped = plan_triplets(stamps, samples, stride, min_distance, max_frame_gap)
+        if targets is not None:
+            self.plans = [p for p in self.plans if self.drive.frames[p.frames[1]] in targets]
         image_h, image_w = read_rgb(self.drive.image_path(self.drive.frames[0])).shape[:2]
         self.K = scale_intrinsics(self.drive.intrinsics(), width / image_w, height / image_h)
 
@@ -162,12 +166,35 @@ def _with(triplet: Triplet, K: np.ndarray) -> Triplet:
     return Triplet(triplet.images, triplet.distances, triplet.stamp, K)
 
 
-def open_source(path: str | Path, height: int, width: int, topics: BagTopics | None = None) -> Dataset:
-    """A drive folder or a rosbag2 directory as a Dataset of triplets."""
+def split_triplets(split: str | Path, height: int, width: int) -> list[DriveTriplets]:
+    """The drives a KITTI split file lists (packnet-sfm's, KITTI's or monodepth2's format), with
+    only the listed frames as targets. Paths are relative to the split file's folder or, as
+    packnet-sfm keeps them in KITTI_raw/data_splits/, to its parent; missing data is listed."""
+    split = Path(split)
+    roots = [split.parent, split.parent.parent]
+    errors = []
+    for root in roots:
+        try:
+            samples = read_split(root, split)
+            break
+        except SplitError as exc:
+            errors.append(str(exc))
+    else:
+        raise SplitError(errors[0] if len(errors) == 1 else '\n'.join(errors))
+    frames: dict[tuple[Path, int], set[int]] = {}
+    for sample in samples:
+        frames.setdefault((sample.drive, sample.camera), set()).add(sample.frame)
+    return [DriveTriplets(drive, height, width, camera, targets=targets) for (drive, camera), targets in frames.items()]
+
+
+def open_source(path: str | Path, height: int, width: int, topics: BagTopics | None = None) -> list[Dataset]:
+    """A drive folder, a split file or a rosbag2 directory as Datasets of triplets."""
     path = Path(path)
+    if path.is_file():
+        return list(split_triplets(path, height, width))
     if (path / 'metadata.yaml').is_file():
-        return TripletList(bag_triplets(path, height, width, topics)[0])
+        return [TripletList(bag_triplets(path, height, width, topics)[0])]
     if KittiDrive.is_drive(path):
-        return DriveTriplets(path, height, width)
-    raise FileNotFoundError(f'{path} is neither a KITTI-layout drive folder (image_02/data) nor a rosbag2 '
-                            '(metadata.yaml)')
+        return [DriveTriplets(path, height, width)]
+    raise FileNotFoundError(f'{path} is neither a KITTI-layout drive folder (image_02/data), a split file '
+                            'listing frames, nor a rosbag2 (metadata.yaml)')

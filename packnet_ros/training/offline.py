@@ -153,11 +153,12 @@ def train(config: OfflineConfig, report: Report | None = None, logger=None) -> O
     if any(out.glob('step_*.ckpt')) and not config.resume:
         raise FileExistsError(f'{out} already holds checkpoints: pass --resume to continue, or choose another --out')
     session_config = _session_config(config)
-    sources = [open_source(path, session_config.height, session_config.width, config.topics) for path in config.data]
-    empty = [path for path, source in zip(config.data, sources) if len(source) == 0]
+    sources = {path: open_source(path, session_config.height, session_config.width, config.topics)
+               for path in config.data}
+    empty = [path for path, datasets in sources.items() if sum(len(d) for d in datasets) == 0]
     if empty:
         raise ValueError(f'no usable triplets in {empty} (too short, static, or without speed)')
-    data = ConcatDataset(sources)
+    data = ConcatDataset([d for datasets in sources.values() for d in datasets if len(d)])
     every = config.holdout_every
     held = [i for i in range(len(data)) if every and i % every == every - 1][:config.holdout_size]
     trained = sorted(set(range(len(data))) - set(held))

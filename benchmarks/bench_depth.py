@@ -1,15 +1,24 @@
-"""Depth path benchmark: model, conversions, packing, and the node end to end over DDS.
+"""Depth path benchmark: backends x precisions, conversions, packing, and the node end to end over DDS.
 
     make bench            (or: .venv/bin/python benchmarks/bench_depth.py --out bench_out/depth.json)
 
-Prints a table and writes JSON. Timings are medians over repeated runs after warm-up.
+Prints tables and writes JSON. Timings are medians over repeated runs after warm-up.
+
+Backends: torch fp32 / torch bf16 / ONNX Runtime fp32 (and fp16 on a GPU), PackNet01 and
+PackNetSlim01 (full width, random weights with a 12 m depth prior: no trained one can be
+downloaded here) and the shipped trained model, at 640x192 and 320x96, beside the original
+implementation's forward in the same run when PACKNET_SFM_ROOT names a TRI-ML/packnet-sfm
+checkout. Each fast path's accuracy against torch fp32 on KITTI_tiny (../shared/data): median
+relative depth difference and the change of abs_rel against lidar.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,8 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.export import export_depth
+from packnet_ros.image import read_rgb
 from packnet_ros.inference import DepthEstimator, resolve_device
+from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.networks import PackNet01, PackNetSlim01
 from packnet_ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
 
@@ -26,7 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 H, W = 192, 640
+SIZES = ((192, 640), (96, 320))
 MODELS = {'PackNet01': lambda: PackNet01(), 'PackNetSlim01-w0.25': lambda: PackNetSlim01(width=0.25)}
+# Backend table: the original's two networks at full width, and the shipped trained model.
+BACKEND_MODELS = ('PackNet01', 'PackNetSlim01', 'shipped')
+KITTI_DRIVE = REPO.parent / 'shared' / 'data' / 'KITTI_tiny' / '2011_09_26' / '2011_09_26_drive_0023_sync'
 
 
 def median_ms(fn, repeat: int, warmup: int = 2, sync=None) -> float:
@@ -44,19 +61,95 @@ def median_ms(fn, repeat: int, warmup: int = 2, sync=None) -> float:
     return statistics.median(times)
 
 
-def bench_models(device: torch.device, precisions: list[str], repeat: int) -> list[dict]:
-    rows = []
+def original_forward(name: str):
+    """The original implementation's network (random weights: only its time is compared), or None."""
+    root = os.environ.get('PACKNET_SFM_ROOT')
+    if not root or name not in ('PackNet01', 'PackNetSlim01'):
+        return None
+    sys.path.insert(0, root)
+    from packnet_sfm.networks.depth.PackNet01 import PackNet01 as Original01
+    from packnet_sfm.networks.depth.PackNetSlim01 import PackNetSlim01 as OriginalSlim
+
+    return Original01(version='1A') if name == 'PackNet01' else OriginalSlim(version='1A')
+
+
+def backend_net(name: str):
+    """(network, what its weights are): the shipped trained model, or a full-width network with
+    random weights and a 12 m depth prior (no trained PackNet01 can be downloaded here)."""
+    if name == 'shipped':
+        net = load_checkpoint(REPO / 'models' / 'synthetic_scale_free.ckpt').networks()[0]
+        return net, 'trained (PackNetSlim01 x0.125, models/synthetic_scale_free.ckpt)'
+    torch.manual_seed(0)
+    net = PackNet01() if name == 'PackNet01' else PackNetSlim01()
+    net.initialize_depth(12.0)
+    return net, 'random, 12 m prior'
+
+
+def kitti_frames() -> list[tuple[np.ndarray, np.ndarray]]:
+    if not KITTI_DRIVE.is_dir():
+        return []
+    drive = KittiDrive(KITTI_DRIVE)
+    return [(read_rgb(drive.image_path(f)), drive.ground_truth(f, (375, 1242))) for f in drive.frames]
+
+
+def paths(device: torch.device) -> list[tuple[str, str]]:
+    """(backend, precision) pairs this machine can run."""
+    if device.type == 'cuda':
+        import onnxruntime as ort
+
+        gpu_ort = 'CUDAExecutionProvider' in ort.get_available_providers()
+        gpu = [('torch', 'fp32'), ('torch', 'fp16'), ('torch', 'bf16')]
+        return gpu + ([('onnxruntime', 'fp32')] if gpu_ort else [])
+    return [('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32')]
+
+
+def bench_backends(device: torch.device, repeat: int, tmp: Path) -> list[dict]:
+    """Model latency of every backend x precision, the original beside, and accuracy vs torch fp32."""
+    rows, frames = [], kitti_frames()
     sync = torch.cuda.synchronize if device.type == 'cuda' else None
-    for name, build in MODELS.items():
-        for precision in precisions:
-            est = DepthEstimator(build(), H, W, device, precision=precision)
-            x = torch.rand(1, 3, H, W)
-            if device.type == 'cuda':
-                x = x.pin_memory()
-            ms = median_ms(lambda: est.infer_tensor(x), repeat if name != 'PackNet01' or device.type == 'cuda'
-                           else max(3, repeat // 4), sync=sync)
-            rows.append({'model': name, 'device': str(device), 'precision': precision, 'model_ms': ms})
-            print(f'model  {name:22s} {device.type:5s} {precision:5s} {ms:9.2f} ms', flush=True)
+    for name in BACKEND_MODELS:
+        net, weights = backend_net(name)
+        for h, w in SIZES:
+            slow = name != 'shipped' and device.type == 'cpu' and h == 192
+            n = max(3, repeat // 5) if slow else repeat
+            x = torch.rand(1, 3, h, w)
+            original = original_forward(name)
+            original_ms = None
+            if original is not None:
+                original = original.to(device).eval()
+                xd = x.to(device)
+                with torch.inference_mode():
+                    original_ms = median_ms(lambda: original(xd), n, sync=sync)
+                print(f'model  {name:20s} {w}x{h:<4d} original packnet-sfm torch fp32   {original_ms:9.1f} ms',
+                      flush=True)
+            reference = None
+            for backend, precision in paths(device):
+                model = net
+                if backend == 'onnxruntime':
+                    model = tmp / f'{name}_{w}x{h}.onnx'
+                    export_depth(net, model, h, w)
+                est = DepthEstimator(model, h, w, device, precision=precision)
+                ms = median_ms(lambda: est.infer_tensor(x), n, sync=sync)
+                row = {'model': name, 'size': f'{w}x{h}', 'device': str(device), 'backend': backend,
+                       'precision': precision, 'model_ms': ms, 'original_ms': original_ms,
+                       'ratio_to_original': ms / original_ms if original_ms else None, 'weights': weights}
+                if frames:
+                    depth = [est.infer(rgb) for rgb, _ in frames]
+                    metrics = mean_metrics([image_metrics(gt, d, min_depth=1e-3, max_depth=80.0)
+                                            for (_, gt), d in zip(frames, depth)])
+                    if reference is None:
+                        reference = depth, metrics['metric']['abs_rel']
+                    ref_depth, ref_abs_rel = reference
+                    row['median_rel_depth_diff'] = float(np.median(np.concatenate(
+                        [np.abs(d - r).ravel() / r.ravel() for d, r in zip(depth, ref_depth)])))
+                    row['abs_rel'] = metrics['metric']['abs_rel']
+                    row['abs_rel_change_pct'] = 100 * (row['abs_rel'] - ref_abs_rel) / ref_abs_rel
+                rows.append(row)
+                ratio = f'{row["ratio_to_original"]:.2f}x original' if original_ms else ''
+                accuracy = (f'depth diff {100 * row["median_rel_depth_diff"]:.3f} %, abs_rel {row["abs_rel"]:.4f} '
+                            f'({row["abs_rel_change_pct"]:+.2f} %)' if frames else '')
+                print(f'model  {name:20s} {w}x{h:<4d} {backend:11s} {precision:4s} {ms:9.1f} ms  {ratio:16s} '
+                      f'{accuracy}', flush=True)
     return rows
 
 
@@ -91,7 +184,8 @@ def rss_mb(pid: int) -> float:
     return float('nan')
 
 
-def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
+def bench_node(name: str, ckpt: Path, frames: int, tmp: Path, backend: str = 'auto', precision: str = 'fp32',
+               width: int = W, height: int = H) -> dict:
     """Latency image publish -> depth received, one frame in flight; then throughput under a flood."""
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
@@ -101,8 +195,9 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
 
     from packnet_ros.node_process import ClientNode, start_node
 
-    proc = start_node('depth_node', tmp / f'{name}.log', (REPO / 'config' / 'depth.yaml',),
-                      {'checkpoint': str(ckpt), 'device': 'cpu', 'width': W, 'height': H})
+    proc = start_node('depth_node', tmp / f'{name}_{backend}_{precision}.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt), 'device': 'cpu', 'width': width, 'height': height,
+                       'backend': backend, 'precision': precision})
     probe = ClientNode('bench')
     received, diags = {}, []
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -155,7 +250,7 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path) -> dict:
               'e2e_latency_ms_p95': float(np.percentile(latencies, 95)),
               'throughput_fps_under_100hz_input': fps, 'offered_frames': i - 10_000,
               'rss_mb_before_flood': rss_before, 'rss_mb_after_flood': rss_after}
-    print(f'node   {name:22s} e2e p50 {result["e2e_latency_ms_p50"]:8.1f} ms  p95 '
+    print(f'node   {name:22s} {backend} {precision} e2e p50 {result["e2e_latency_ms_p50"]:8.1f} ms  p95 '
           f'{result["e2e_latency_ms_p95"]:8.1f} ms  {fps:6.2f} fps  RSS {rss_before:.0f} -> {rss_after:.0f} MB',
           flush=True)
     return result
@@ -170,34 +265,35 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device('auto')
-    precisions = ['fp32'] + (['fp16', 'bf16'] if device.type == 'cuda' else [])
     report = {'machine': {'platform': platform.platform(), 'cpu_threads': torch.get_num_threads(),
                           'torch': torch.__version__,
                           'gpu': torch.cuda.get_device_name() if device.type == 'cuda' else None},
               'input': f'{W}x{H}'}
-    report['models'] = bench_models(torch.device('cpu'), ['fp32'], args.repeat)
-    if device.type == 'cuda':
-        report['models'] += bench_models(device, precisions, args.repeat * 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        report['models'] = bench_backends(torch.device('cpu'), args.repeat, Path(tmp))
+        if device.type == 'cuda':
+            report['models'] += bench_backends(device, args.repeat * 5, Path(tmp))
     report['conversions'] = bench_conversions(args.repeat * 5)
     if not args.skip_node:
-        report['node'] = {}
+        report['node'] = []
         with tempfile.TemporaryDirectory() as tmp:
             for name, build in MODELS.items():
                 torch.manual_seed(0)
                 ckpt = save_checkpoint(Path(tmp) / f'{name}.ckpt', build(), input_size=(H, W))
-                node = bench_node(name, ckpt, args.frames, Path(tmp))
-                # Overhead = what the node adds per frame (conversion, resize, packing, publish;
-                # measured per frame inside the node) + DDS transport both ways (mean e2e minus
-                # mean in-node latency). Differencing medians of e2e and model time instead is
-                # noisier than the overhead itself for a 4 s model.
-                model_ms = node['node_inference_ms_p50']
-                node['overhead_ms'] = node['in_node_overhead_ms_p50'] + node['transport_ms']
-                node['overhead_pct_of_model'] = 100 * node['overhead_ms'] / model_ms
-                report['node'][name] = node
-                print(f'node   {name:22s} overhead {node["overhead_ms"]:.1f} ms = '
-                      f'{node["overhead_pct_of_model"]:.1f}% of model time (in node '
-                      f'{node["in_node_overhead_ms_p50"]:.1f} ms, transport {node["transport_ms"]:.1f} ms)',
-                      flush=True)
+                for backend, precision in paths(torch.device('cpu')):
+                    node = bench_node(name, ckpt, args.frames, Path(tmp), backend, precision)
+                    # Overhead = what the node adds per frame (conversion, resize, packing, publish;
+                    # measured per frame inside the node) + DDS transport both ways (mean e2e minus
+                    # mean in-node latency). Differencing medians of e2e and model time instead is
+                    # noisier than the overhead itself for a 4 s model.
+                    model_ms = node['node_inference_ms_p50']
+                    node['overhead_ms'] = node['in_node_overhead_ms_p50'] + node['transport_ms']
+                    node['overhead_pct_of_model'] = 100 * node['overhead_ms'] / model_ms
+                    report['node'].append({'model': name, 'backend': backend, 'precision': precision, **node})
+                    print(f'node   {name:22s} {backend} {precision} overhead {node["overhead_ms"]:.1f} ms = '
+                          f'{node["overhead_pct_of_model"]:.1f}% of model time (in node '
+                          f'{node["in_node_overhead_ms_p50"]:.1f} ms, transport {node["transport_ms"]:.1f} ms)',
+                          flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -33,7 +33,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     images = collect_inputs(Path(args.input), args.camera)
     estimator = DepthEstimator.from_checkpoint(args.checkpoint, args.height, args.width, args.device,
-                                               precision=args.precision)
+                                               backend=args.backend, precision=args.precision)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -181,6 +181,17 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from packnet_ros.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.onnx, args.height, args.width, opset=args.opset,
+                               dynamic_batch=args.dynamic_batch, pose=args.pose)
+    print(f'wrote {result.depth}: ONNX Runtime vs torch max |inverse depth difference| {result.depth_difference:.2e}')
+    if result.pose:
+        print(f'wrote {result.pose}: max |pose difference| {result.pose_difference:.2e}')
+    return 0
+
+
 def run_strip(args: argparse.Namespace) -> int:
     import torch
 
@@ -207,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
     infer.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     infer.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    infer.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
+                       help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
     infer.add_argument('--camera', type=int, default=2, choices=(2, 3), help='KITTI camera for drive folders')
     infer.add_argument('--output-size', default='network', choices=('network', 'input'),
                        help='write depth at network resolution or resized to the input image')
@@ -276,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--camera', type=int, default=2, choices=(2, 3), help='for a drive folder without split')
     evaluate.add_argument('--json', help='write the results here')
     evaluate.set_defaults(func=run_eval)
+
+    export = sub.add_parser('export', help='the depth network (and PoseNet) as ONNX, checked in ONNX Runtime')
+    export.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
+    export.add_argument('--onnx', required=True, help='output .onnx (PoseNet goes to NAME_pose.onnx)')
+    export.add_argument('--height', type=int, help='input height (default: from checkpoint, else 192)')
+    export.add_argument('--width', type=int, help='input width (default: from checkpoint, else 640)')
+    export.add_argument('--opset', type=int, default=17, help='17 writes GroupNorm as InstanceNormalization, '
+                                                               'which every runtime supports')
+    export.add_argument('--dynamic-batch', action='store_true', help='batch size free at run time')
+    export.add_argument('--pose', action='store_true', help='also export PoseNet')
+    export.set_defaults(func=run_export)
 
     strip = sub.add_parser('strip', help='a checkpoint to ship: no optimizer state, optionally float16, no PoseNet')
     strip.add_argument('checkpoint')

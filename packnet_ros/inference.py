@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint
+from packnet_ros.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend, onnx_cache_path, prune_cache
+from packnet_ros.checkpoints import CheckpointError, load_checkpoint
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
 
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 DEFAULT_SIZE = (192, 640)
 
 
@@ -36,10 +37,11 @@ class DepthEstimator:
 
     infer() takes RGB uint8 at any size and returns depth in metres at network
     resolution: 1 / inverse depth, NaN outside [min_depth, max_depth] (by default
-    every depth is kept).
+    every depth is kept). `net` is a PackNet (torch backend) or the path of an exported
+    .onnx model (onnxruntime backend).
     """
 
-    net: PackNet
+    net: PackNet | Path
     height: int = DEFAULT_SIZE[0]
     width: int = DEFAULT_SIZE[1]
     device: torch.device = torch.device('cpu')
@@ -48,41 +50,65 @@ class DepthEstimator:
     max_depth: float = float('inf')
     identity: str = ''
     step: int = 0
+    threads: int = 0  # onnxruntime's CPU threads (0: as many as torch uses)
 
     def __post_init__(self) -> None:
         check_network_size(self.height, self.width)
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}')
-        self.net = self.net.to(self.device).eval()
-        if self.device.type == 'cuda':  # 2D convolutions only: the packing blocks' 3D ones have 5D weights
-            for module in self.net.modules():
-                if isinstance(module, torch.nn.Conv2d):
-                    module.to(memory_format=torch.channels_last)
+        if isinstance(self.net, PackNet):
+            self.run = TorchBackend(self.net, self.device, self.precision)
+            self.backend = 'torch'
+        else:
+            self.run = OnnxRuntimeBackend(self.net, self.device, self.precision, self.threads)
+            self.backend = 'onnxruntime'
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,
-                        device: str = 'cpu', **kwargs) -> 'DepthEstimator':
-        """Load weights; the input size defaults to the one the checkpoint was trained at."""
+                        device: str = 'cpu', backend: str = 'torch', **kwargs) -> 'DepthEstimator':
+        """Load weights; the input size defaults to the one the checkpoint was trained at. An .onnx
+        path runs on onnxruntime; a checkpoint with backend 'onnxruntime' is exported (and
+        checked against torch) once per file content, into the user's cache."""
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if Path(path).suffix == '.onnx':
+            return cls._from_onnx(Path(path), height, width, device, **kwargs)
         ckpt = load_checkpoint(path)
         net, _ = ckpt.networks()
         trained = ckpt.input_size or DEFAULT_SIZE
-        return cls(net, height or trained[0], width or trained[1], resolve_device(device), identity=ckpt.name,
-                   step=ckpt.step, **kwargs)
+        height, width = height or trained[0], width or trained[1]
+        if backend == 'onnxruntime':
+            from packnet_ros.export import export_depth
 
-    @torch.inference_mode()
+            onnx = onnx_cache_path(path, height, width)
+            if not onnx.is_file():
+                export_depth(net, onnx, height, width, source=ckpt.name, step=ckpt.step)
+                prune_cache(onnx.parent)
+            net = onnx
+        return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)
+
+    @classmethod
+    def _from_onnx(cls, path: Path, height: int | None, width: int | None, device: str,
+                   **kwargs) -> 'DepthEstimator':
+        from packnet_ros.export import OnnxInfo
+
+        if not path.is_file():
+            raise CheckpointError(f'ONNX model {path} does not exist')
+        info = OnnxInfo.read(path)
+        if (height or info.height_px, width or info.width_px) != (info.height_px, info.width_px):
+            raise ValueError(f'{path.name} was exported for {info.width_px}x{info.height_px}, not '
+                             f'{width or info.width_px}x{height or info.height_px}: export it again at that size')
+        return cls(path, info.height_px, info.width_px, resolve_device(device),
+                   identity=f'{path.name} ({info.source or info.arch})', step=info.step, **kwargs)
+
     def infer_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32, NaN out of range)."""
-        rgb = rgb.to(self.device, non_blocking=True)
-        if self.device.type == 'cuda':
-            rgb = rgb.contiguous(memory_format=torch.channels_last)
-        dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            inv_depth = self.net(rgb)
-        return mask_out_of_range(1.0 / inv_depth.float().clamp(min=1e-6), self.min_depth, self.max_depth)
+        inv_depth = self.run(rgb)
+        return mask_out_of_range(1.0 / inv_depth.clamp(min=1e-6), self.min_depth, self.max_depth)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""
         batch = to_tensor(rgb, self.height, self.width)
-        if self.device.type == 'cuda':
+        if self.device.type == 'cuda' and self.backend == 'torch':
             batch = batch.pin_memory()  # lets the host->device copy run asynchronously
         return self.infer_tensor(batch)[0, 0].cpu().numpy()

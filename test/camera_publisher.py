@@ -4,7 +4,8 @@
 
 Waits until SUBSCRIBERS subscriptions of TOPIC exist with our reliability (nodes at
 qos_reliability auto follow us) and are matched, then publishes FRAMES frames at RATE Hz
-for each pair; stamps are (pair index, frame index). Reliable frames are drained before exit.
+for each pair; stamps are (pair index, frame index). Reliable frames are drained before exit,
+best-effort ones given time to be read.
 """
 import sys
 import time
@@ -49,6 +50,10 @@ def main() -> None:
             pub.publish(Image(header=Header(stamp=Time(sec=index + 1, nanosec=i), frame_id='camera'),
                               height=height, width=width, encoding='rgb8', step=width * 3, data=pixels))
     pub.wait_for_all_acked(Duration(seconds=DEADLINE))
+    if policy == ReliabilityPolicy.BEST_EFFORT:
+        # Nothing is acknowledged: stay up while readers take the last frames out of our
+        # shared-memory segment, which goes away with this process (as a camera driver does).
+        time.sleep(3.0)
     node.destroy_node()
     rclpy.shutdown()
     print('published', flush=True)

@@ -1,4 +1,5 @@
 """depth_node as a real process over Fast DDS, fed KITTI_tiny frames."""
+import itertools
 import shutil
 
 import cv2
@@ -32,9 +33,11 @@ def make_checkpoint(path, seed):
 
 
 def expected_depth(checkpoint, rgb):
-    """What the core library gives for this frame, with the node's default range."""
+    """What the core library gives for this frame with the node's defaults: range 0.5-80 m and,
+    on a CPU, the onnxruntime backend (its depth is held to torch's in test_export.py and below)."""
     net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
-    return DepthEstimator.from_checkpoint(checkpoint, min_depth=0.5, max_depth=80.0).infer(net_rgb)
+    return DepthEstimator.from_checkpoint(checkpoint, min_depth=0.5, max_depth=80.0,
+                                          backend='onnxruntime').infer(net_rgb)
 
 
 def to_msg(rgb, stamp, encoding='rgb8'):
@@ -196,6 +199,29 @@ def test_new_checkpoint_changes_output(session, kitti):
         np.testing.assert_allclose(image_to_depth(client.send(rgb, stamp)), expected, rtol=1e-5, equal_nan=True)
 
 
+def test_an_exported_onnx_model_is_served_like_a_checkpoint(session, kitti):
+    from packnet_ros.export import export_checkpoint
+
+    client, _, _, ckpt_b, tmp = session
+    rgb = kitti[1][4]
+    onnx = export_checkpoint(ckpt_b, tmp / 'b.onnx').depth
+    client.pub_ckpt.publish(String(data=str(onnx)))
+    expected = expected_depth(onnx, rgb)
+    stamps = itertools.count(600)
+
+    def serving_onnx():  # each frame lets the worker swap in a loaded model; diagnostics come at 1 Hz
+        client.send(rgb, next(stamps))
+        return 'b.onnx' in (diagnostic_value(client, 'model') or '')
+    client.probe.wait_for(serving_onnx, DEADLINE, 'depth_node to serve b.onnx')
+    got = image_to_depth(client.send(rgb, next(stamps)))
+    assert 'b.onnx' in diagnostic_value(client, 'model') and diagnostic_value(client, 'backend') == 'onnxruntime'
+    np.testing.assert_allclose(got, expected, rtol=1e-5, equal_nan=True)
+    # and it is torch's depth for the same weights, within the export's tolerance
+    net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
+    torch_depth = DepthEstimator.from_checkpoint(ckpt_b, min_depth=0.5, max_depth=80.0).infer(net_rgb)
+    np.testing.assert_allclose(got, torch_depth, rtol=1e-4, equal_nan=True)
+
+
 def test_setting_the_checkpoint_parameter_reloads(session, kitti):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
@@ -225,5 +251,6 @@ def test_diagnostics_report_model_and_counts(session):
                                               for kv in d.status[0].values)], DEADLINE, 'diagnostics')[-1]
     values = {kv.key: kv.value for kv in diag.status[0].values}
     assert 'PackNetSlim01' in values['model'] and values['device'] == 'cpu'
+    assert values['backend'] == 'onnxruntime'  # backend auto, fp32 on a CPU
     # Every test here sends a frame only once the previous one was answered: nothing to drop.
     assert int(values['dropped']) == 0 and float(values['latency_ms_p95']) > 0

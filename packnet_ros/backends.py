@@ -1,0 +1,107 @@
+"""Inference backends: what turns an image batch into inverse depth.
+
+`torch` runs the network itself (fp32, or fp16/bf16 under autocast); `onnxruntime` runs an
+exported graph (packnet_ros.export) with the best execution provider the installed
+onnxruntime offers: TensorRT (engine cache beside the model) or CUDA on a GPU, else the CPU.
+Both take rgb [B,3,H,W] in [0,1] and return inverse depth [B,1,H,W] float32, so the depth
+a node publishes means the same whatever the backend.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from packnet_ros.networks import PackNet
+
+BACKENDS = ('torch', 'onnxruntime')
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+class TorchBackend:
+    def __init__(self, net: PackNet, device: torch.device, precision: str):
+        self.net, self.device, self.precision = net.to(device).eval(), device, precision
+        if device.type == 'cuda':  # 2D convolutions only: the packing blocks' 3D ones have 5D weights
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        rgb = rgb.to(self.device, non_blocking=True)
+        if self.device.type == 'cuda':
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self.net(rgb).float()
+
+
+def providers_for(device: torch.device, precision: str, cache_dir: Path) -> list:
+    """ONNX Runtime execution providers, best first, among those this onnxruntime has."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen: list = []
+    if device.type == 'cuda':
+        index = device.index or 0
+        if 'TensorrtExecutionProvider' in available:
+            chosen.append(('TensorrtExecutionProvider', {
+                'device_id': index, 'trt_fp16_enable': precision == 'fp16', 'trt_engine_cache_enable': True,
+                'trt_engine_cache_path': str(cache_dir)}))
+        if 'CUDAExecutionProvider' in available:
+            chosen.append(('CUDAExecutionProvider', {'device_id': index}))
+        if not chosen:
+            raise ValueError(f'device {device} asked of onnxruntime, whose providers are {available}: install '
+                             'onnxruntime-gpu (CUDA / TensorRT) or use the torch backend')
+    if precision != 'fp32' and not any(p[0] == 'TensorrtExecutionProvider' for p in chosen):
+        raise ValueError(f'precision {precision} with onnxruntime needs its TensorRT provider (fp16); '
+                         'use fp32, or the torch backend for fp16/bf16')
+    return chosen + ['CPUExecutionProvider']
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, path: str | os.PathLike, device: torch.device, precision: str, threads: int = 0):
+        import onnxruntime as ort
+
+        self.path, self.device, self.precision = Path(path), device, precision
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        # Idle worker threads sleep instead of spinning: a node shares its cores with DDS
+        # receive threads and the training node (spinning cost a frame now and then at
+        # 1-2 Hz on two cores; sleeping costs ~2 % of PackNet01's latency).
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        cache = self.path.parent / 'trt_cache'
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device, precision, cache))
+        self.input = self.session.get_inputs()[0].name
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        feed = np.ascontiguousarray(rgb.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input: feed})[0])
+
+
+CACHE_KEEP = 8  # exports kept: a training run announces a new checkpoint every few minutes
+
+
+def onnx_cache_path(checkpoint: str | os.PathLike, height: int, width: int) -> Path:
+    """Where an automatic export of `checkpoint` at this size is kept (one per file content)."""
+    digest = hashlib.sha256()
+    with open(checkpoint, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    root = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'packnet_ros' / 'onnx'
+    return root / f'{digest.hexdigest()[:16]}_{width}x{height}.onnx'
+
+
+def prune_cache(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Delete all but the `keep` most recently written exports."""
+    exports = sorted(folder.glob('*.onnx'), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in exports[keep:]:
+        stale.unlink(missing_ok=True)

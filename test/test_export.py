@@ -1,0 +1,95 @@
+"""ONNX export and the onnxruntime backend: same depth as torch, provenance in the model, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.cli import main
+from packnet_ros.export import ExportError, OnnxInfo, export_depth
+from packnet_ros.image import read_rgb
+from packnet_ros.inference import DepthEstimator
+from packnet_ros.networks import PackNetSlim01, PoseNet
+
+from helpers import KITTI_DRIVE, require
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = PackNetSlim01(width=0.25)
+    net.initialize_depth(12.0)
+    net.depth_scale = 1.7  # a learnt scale must survive the export
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, PoseNet(), step=42,
+                           input_size=(64, 192))
+
+
+def kitti_image():
+    return read_rgb(require(KITTI_DRIVE) / 'image_02' / 'data' / '0000000002.png')
+
+
+def test_export_cli_writes_checked_models_with_metadata(checkpoint, tmp_path, capsys):
+    out = tmp_path / 'depth.onnx'
+    assert main(['export', '--checkpoint', str(checkpoint), '--onnx', str(out), '--pose', '--dynamic-batch']) == 0
+    printed = capsys.readouterr().out
+    assert 'max |inverse depth difference|' in printed and 'depth_pose.onnx' in printed
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert 'GroupNormalization' not in {n.op_type for n in model.graph.node}  # opset 17: runs everywhere
+    info = OnnxInfo.read(out)
+    assert (info.arch, info.width, info.height_px, info.width_px, info.step) == ('PackNetSlim01', 0.25, 64, 192, 42)
+    assert info.depth_scale == pytest.approx(1.7) and info.min_depth == 0.5 and info.version
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    batch = np.random.default_rng(0).random((3, 3, 64, 192), dtype=np.float32)
+    assert session.run(None, {'rgb': batch})[0].shape == (3, 1, 64, 192)
+    pose = ort.InferenceSession(str(tmp_path / 'depth_pose.onnx'), providers=['CPUExecutionProvider'])
+    assert [i.name for i in pose.get_inputs()] == ['target', 'context0', 'context1']
+    assert pose.run(None, {n: batch for n in ('target', 'context0', 'context1')})[0].shape == (3, 2, 6)
+
+
+def test_onnx_model_serves_the_same_depth_as_torch(checkpoint, tmp_path):
+    out = tmp_path / 'depth.onnx'
+    assert main(['export', '--checkpoint', str(checkpoint), '--onnx', str(out)]) == 0
+    rgb = kitti_image()
+    reference = DepthEstimator.from_checkpoint(checkpoint).infer(rgb)
+    served = DepthEstimator.from_checkpoint(out, min_depth=0.0)
+    assert served.backend == 'onnxruntime' and (served.height, served.width) == (64, 192) and served.step == 42
+    np.testing.assert_allclose(served.infer(rgb), reference, rtol=1e-4)
+    assert 12 * 1.7 / 1.5 < np.median(served.infer(rgb)) < 12 * 1.7 * 1.5  # the learnt scale is in the graph
+
+
+def test_onnxruntime_backend_exports_a_checkpoint_once(checkpoint, tmp_path):
+    rgb = kitti_image()
+    first = DepthEstimator.from_checkpoint(checkpoint, backend='onnxruntime')
+    cached = first.run.path
+    assert cached.is_file() and first.backend == 'onnxruntime'
+    written = cached.stat().st_mtime_ns
+    again = DepthEstimator.from_checkpoint(checkpoint, backend='onnxruntime')
+    assert again.run.path == cached and cached.stat().st_mtime_ns == written
+    np.testing.assert_allclose(again.infer(rgb), DepthEstimator.from_checkpoint(checkpoint).infer(rgb), rtol=1e-4)
+    other_size = DepthEstimator.from_checkpoint(checkpoint, 96, 320, backend='onnxruntime')
+    assert other_size.run.path != cached and other_size.infer(rgb).shape == (96, 320)
+
+
+def test_errors_are_clear(checkpoint, tmp_path, capsys):
+    out = tmp_path / 'depth.onnx'
+    assert main(['export', '--checkpoint', str(checkpoint), '--onnx', str(out)]) == 0
+    with pytest.raises(ValueError, match='exported for 192x64, not 320x96'):
+        DepthEstimator.from_checkpoint(out, 96, 320)
+    with pytest.raises(ValueError, match='needs its TensorRT provider'):
+        DepthEstimator.from_checkpoint(out, precision='bf16')
+    with pytest.raises(ValueError, match='backend must be one of'):
+        DepthEstimator.from_checkpoint(checkpoint, backend='tensorflow')
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'not a model')
+    with pytest.raises(ExportError, match='not a readable ONNX model'):
+        DepthEstimator.from_checkpoint(garbage)
+    net = PackNetSlim01(width=0.25)
+    strict = tmp_path / 'strict.onnx'
+    with pytest.raises(ExportError, match='differs from torch'):
+        export_depth(net, strict, 64, 192, tolerance=0.0 - 1.0)
+    assert not strict.exists()  # nothing half-checked is left behind
+    assert main(['infer', '--checkpoint', str(garbage), str(require(KITTI_DRIVE)), str(tmp_path / 'o')]) == 2
+    assert 'not a readable ONNX model' in capsys.readouterr().err

@@ -76,7 +76,10 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         cache = self.path.parent / 'trt_cache'
         self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device, precision, cache))
-        self.input = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input = graph_input.name
+        batch = graph_input.shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None  # exported without --dynamic-batch
 
     @property
     def provider(self) -> str:
@@ -84,6 +87,10 @@ class OnnxRuntimeBackend:
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(rgb.detach().cpu().numpy(), dtype=np.float32)
+        if self.fixed_batch and len(feed) != self.fixed_batch:  # a fixed-batch graph: one slice at a time
+            parts = [self.session.run(None, {self.input: feed[i:i + self.fixed_batch]})[0]
+                     for i in range(0, len(feed), self.fixed_batch)]
+            return torch.from_numpy(np.concatenate(parts))
         return torch.from_numpy(self.session.run(None, {self.input: feed})[0])
 
 
@@ -97,7 +104,7 @@ def onnx_cache_path(checkpoint: str | os.PathLike, height: int, width: int) -> P
         for block in iter(lambda: file.read(1 << 20), b''):
             digest.update(block)
     root = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'packnet_ros' / 'onnx'
-    return root / f'{digest.hexdigest()[:16]}_{width}x{height}.onnx'
+    return root / f'{digest.hexdigest()[:16]}_{width}x{height}_dynamic_batch.onnx'
 
 
 def prune_cache(folder: Path, keep: int = CACHE_KEEP) -> None:

@@ -167,7 +167,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         raise ValueError(f'{args.data} is not a drive folder: give --split FILE listing frames under it')
     config = EvalConfig(args.checkpoint, samples, args.height, args.width, args.device, args.precision,
-                        args.batch_size, args.workers, args.min_depth, args.max_depth,
+                        args.backend, args.batch_size, args.workers, args.min_depth, args.max_depth,
                         None if args.crop == 'none' else args.crop)
     with tqdm(total=len(samples), desc='evaluating', unit='image') as bar:
         result = evaluate(config, bar.update)
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
     evaluate.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     evaluate.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    evaluate.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
+                          help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
     evaluate.add_argument('--batch-size', type=int, default=8)
     evaluate.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
     evaluate.add_argument('--camera', type=int, default=2, choices=(2, 3), help='for a drive folder without split')

@@ -63,6 +63,7 @@ class EvalConfig:
     width: int | None = None
     device: str = 'auto'
     precision: str = 'fp32'
+    backend: str = 'torch'  # or onnxruntime; an .onnx checkpoint always runs on onnxruntime
     batch_size: int = 8
     workers: int = 2
     min_depth: float = 0.0
@@ -88,7 +89,7 @@ class EvalResult:
 def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
     """Metrics of a checkpoint over the samples, metric and median-scaled (gt/pred per image)."""
     estimator = DepthEstimator.from_checkpoint(config.checkpoint, config.height, config.width, config.device,
-                                               precision=config.precision)
+                                               backend=config.backend, precision=config.precision)
     loader = DataLoader(EvalFrames(config.samples, estimator.height, estimator.width),
                         batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
     per_image: list[dict | None] = [None] * len(config.samples)
@@ -105,6 +106,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) 
                          'or velodyne_points/data/FRAME.bin in the drive folders')
     mean = mean_metrics(per_image)
     settings = {k: getattr(config, k) for k in ('precision', 'min_depth', 'max_depth', 'crop')}
+    settings['backend'] = estimator.backend
     return EvalResult(config.checkpoint, (estimator.height, estimator.width), mean['images'], missing,
                       mean['metric'], mean['median_scaled'], mean['scale_ratio'], settings)
 

@@ -82,7 +82,7 @@ class DepthEstimator:
 
             onnx = onnx_cache_path(path, height, width)
             if not onnx.is_file():
-                export_depth(net, onnx, height, width, source=ckpt.name, step=ckpt.step)
+                export_depth(net, onnx, height, width, dynamic_batch=True, source=ckpt.name, step=ckpt.step)
                 prune_cache(onnx.parent)
             net = onnx
         return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)

@@ -69,6 +69,12 @@ def test_eval_of_a_drive_folder_without_split(checkpoint, tmp_path):
                  '--workers', '0', '--median-scaling', '--json', str(out)]) == 0
     result = json.loads(out.read_text())
     assert result['images'] == 7 and result['reported'] == 'median_scaled'
+    fast = tmp_path / 'fast.json'
+    assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(require(KITTI_DRIVE)), '--device', 'cpu',
+                 '--workers', '0', '--backend', 'onnxruntime', '--json', str(fast)]) == 0
+    fast = json.loads(fast.read_text())
+    assert fast['settings']['backend'] == 'onnxruntime'
+    assert fast['metric']['abs_rel'] == pytest.approx(result['metric']['abs_rel'], rel=1e-4)
 
 
 def test_split_naming_missing_data_lists_all_of_it(checkpoint, tmp_path, capsys):

@@ -55,6 +55,10 @@ def test_onnx_model_serves_the_same_depth_as_torch(checkpoint, tmp_path):
     rgb = kitti_image()
     reference = DepthEstimator.from_checkpoint(checkpoint).infer(rgb)
     served = DepthEstimator.from_checkpoint(out, min_depth=0.0)
+    batch = torch.rand(3, 3, 64, 192, generator=torch.Generator().manual_seed(0))
+    assert served.run.fixed_batch == 1  # exported without --dynamic-batch: batches go through a slice at a time
+    torch.testing.assert_close(served.infer_tensor(batch), DepthEstimator.from_checkpoint(checkpoint, min_depth=0.0)
+                               .infer_tensor(batch), rtol=1e-3, atol=0)  # depth; inverse depth is held to 1e-4
     assert served.backend == 'onnxruntime' and (served.height, served.width) == (64, 192) and served.step == 42
     np.testing.assert_allclose(served.infer(rgb), reference, rtol=1e-4)
     assert 12 * 1.7 / 1.5 < np.median(served.infer(rgb)) < 12 * 1.7 * 1.5  # the learnt scale is in the graph

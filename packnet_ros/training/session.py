@@ -32,9 +32,10 @@ EMA = 0.05  # weight of the newest step in the running loss
 RATE_WINDOW_S = 2.0
 
 
-@dataclass
-class SessionConfig:
-    """What a session needs; the training node's parameters carry the same names."""
+@dataclass(kw_only=True)
+class SessionConfig(TrainerConfig):
+    """What a session needs: how to train (TrainerConfig's fields, inherited) plus the policy
+    around it. The training node's parameters carry the same names."""
 
     checkpoint_dir: str | Path
     height: int = 96
@@ -46,14 +47,6 @@ class SessionConfig:
     device: str = 'cpu'
     initial_depth: float = 0.0
     motion_prior: float = 0.0
-    learning_rate: float = 2e-4
-    warmup_steps: int = 100
-    velocity_loss_weight: float = 0.1
-    velocity_warmup_steps: int = 0
-    scale_from_speed: str = 'loss'
-    depth_scale_lr: float = 0.0
-    translation_scale_lr: float = 0.0
-    grad_clip: float = 0.0
     batch_size: int = 4
     buffer_triplets: int = 500
     buffer_mb: float = 256.0

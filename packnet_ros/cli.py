@@ -207,19 +207,24 @@ def run_strip(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, device: str) -> None:
+    """Which model to run and how: shared by the commands that infer depth."""
+    parser.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt, packnet_ros checkpoint or .onnx')
+    parser.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
+    parser.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
+    parser.add_argument('--device', default=device, help='cpu, cuda, cuda:N or auto')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    parser.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
+                        help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='packnet-ros', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     infer = sub.add_parser('infer', help='depth for an image, a folder of images or a KITTI drive folder')
-    infer.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
+    add_model_arguments(infer, device='cpu')
     infer.add_argument('input', help='image file, folder of images, or KITTI drive folder (*_sync)')
     infer.add_argument('output', help='folder for <name>.npy (metres) and <name>_depth.png')
-    infer.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
-    infer.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
-    infer.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
-    infer.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
-    infer.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
-                       help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
     infer.add_argument('--camera', type=int, default=2, choices=(2, 3), help='KITTI camera for drive folders')
     infer.add_argument('--output-size', default='network', choices=('network', 'input'),
                        help='write depth at network resolution or resized to the input image')
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=run_train)
 
     evaluate = sub.add_parser('eval', help='KITTI Eigen-protocol metrics of a checkpoint (Garg crop, 80 m cap)')
-    evaluate.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
+    add_model_arguments(evaluate, device='auto')
     evaluate.add_argument('--data', required=True, help='KITTI raw root (with --split) or one drive folder')
     evaluate.add_argument('--split', help='file listing frames, e.g. packnet-sfm\'s eigen_test_files.txt')
     evaluate.add_argument('--median-scaling', action='store_true',
@@ -280,12 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--crop', default='garg', choices=('garg', 'none'))
     evaluate.add_argument('--min-depth', type=float, default=0.0)
     evaluate.add_argument('--max-depth', type=float, default=80.0)
-    evaluate.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
-    evaluate.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
-    evaluate.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    evaluate.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
-    evaluate.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
-                          help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
     evaluate.add_argument('--batch-size', type=int, default=8)
     evaluate.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
     evaluate.add_argument('--camera', type=int, default=2, choices=(2, 3), help='for a drive folder without split')

@@ -4,7 +4,8 @@
 
 Prints tables and writes JSON. Timings are medians over repeated runs after warm-up.
 
-Backends: torch fp32 / torch bf16 / ONNX Runtime fp32 (and fp16 on a GPU), PackNet01 and
+Backends: torch fp32 / torch bf16 / ONNX Runtime fp32 / ONNX Runtime int8 (calibrated on the
+first KITTI_tiny frames, as depth_node calibrates on its camera's), and fp16 on a GPU; PackNet01 and
 PackNetSlim01 (full width, random weights with a 12 m depth prior: no trained one can be
 downloaded here) and the shipped trained model, at 640x192 and 320x96, beside the original
 implementation's forward in the same run when PACKNET_SFM_ROOT names a TRI-ML/packnet-sfm
@@ -34,6 +35,7 @@ from packnet_ros.inference import DepthEstimator, resolve_device
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.networks import PackNet01, PackNetSlim01
 from packnet_ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
+from packnet_ros.quantization import quantize_depth
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +102,20 @@ def paths(device: torch.device) -> list[tuple[str, str]]:
         gpu_ort = 'CUDAExecutionProvider' in ort.get_available_providers()
         gpu = [('torch', 'fp32'), ('torch', 'fp16'), ('torch', 'bf16')]
         return gpu + ([('onnxruntime', 'fp32')] if gpu_ort else [])
-    return [('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32')]
+    return [('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32'), ('onnxruntime', 'int8')]
+
+
+CALIBRATION_FRAMES = 4  # KITTI_tiny's first frames; accuracy is measured on all 7
+
+
+def onnx_model(net, name: str, h: int, w: int, precision: str, calibration: list[np.ndarray], tmp: Path) -> Path:
+    """The exported model of `net` (int8: quantized on `calibration`, RGB uint8 frames)."""
+    fp32 = tmp / f'{name}_{w}x{h}.onnx'
+    if not fp32.is_file():
+        export_depth(net, fp32, h, w)
+    if precision != 'int8':
+        return fp32
+    return quantize_depth(fp32, tmp / f'{name}_{w}x{h}_int8.onnx', calibration).path
 
 
 def bench_backends(device: torch.device, repeat: int, tmp: Path) -> list[dict]:
@@ -124,10 +139,13 @@ def bench_backends(device: torch.device, repeat: int, tmp: Path) -> list[dict]:
                       flush=True)
             reference = None
             for backend, precision in paths(device):
+                if precision == 'int8' and not frames:
+                    print(f'model  {name} int8 skipped: no calibration frames ({KITTI_DRIVE} absent)')
+                    continue
                 model = net
                 if backend == 'onnxruntime':
-                    model = tmp / f'{name}_{w}x{h}.onnx'
-                    export_depth(net, model, h, w)
+                    model = onnx_model(net, name, h, w, precision, [rgb for rgb, _ in frames[:CALIBRATION_FRAMES]],
+                                       tmp)
                 est = DepthEstimator(model, h, w, device, precision=precision)
                 ms = median_ms(lambda: est.infer_tensor(x), n, sync=sync)
                 row = {'model': name, 'size': f'{w}x{h}', 'device': str(device), 'backend': backend,
@@ -277,11 +295,19 @@ def main() -> None:
     if not args.skip_node:
         report['node'] = []
         with tempfile.TemporaryDirectory() as tmp:
+            calibration = [rgb for rgb, _ in kitti_frames()[:CALIBRATION_FRAMES]]
             for name, build in MODELS.items():
                 torch.manual_seed(0)
-                ckpt = save_checkpoint(Path(tmp) / f'{name}.ckpt', build(), input_size=(H, W))
+                net = build()
+                ckpt = save_checkpoint(Path(tmp) / f'{name}.ckpt', net, input_size=(H, W))
                 for backend, precision in paths(torch.device('cpu')):
-                    node = bench_node(name, ckpt, args.frames, Path(tmp), backend, precision)
+                    if precision == 'int8' and not calibration:
+                        continue
+                    # int8: the node serves a model quantized beforehand (calibrated on KITTI_tiny),
+                    # not calibrating on this benchmark's random frames.
+                    served = onnx_model(net, name, H, W, precision, calibration, Path(tmp)) if precision == 'int8' \
+                        else ckpt
+                    node = bench_node(name, served, args.frames, Path(tmp), backend, precision)
                     # Overhead = what the node adds per frame (conversion, resize, packing, publish;
                     # measured per frame inside the node) + DDS transport both ways (mean e2e minus
                     # mean in-node latency). Differencing medians of e2e and model time instead is

@@ -1,8 +1,9 @@
 """Inference backends: what turns an image batch into inverse depth.
 
 `torch` runs the network itself (fp32, or fp16/bf16 under autocast); `onnxruntime` runs an
-exported graph (packnet_ros.export) with the best execution provider the installed
-onnxruntime offers: TensorRT (engine cache beside the model) or CUDA on a GPU, else the CPU.
+exported graph (packnet_ros.export, or its int8 form from packnet_ros.quantization) with the
+best execution provider the installed onnxruntime offers: TensorRT (engine cache beside the
+model) or CUDA on a GPU, else the CPU.
 Both take rgb [B,3,H,W] in [0,1] and return inverse depth [B,1,H,W] float32, so the depth
 a node publishes means the same whatever the backend.
 """
@@ -18,11 +19,14 @@ import torch
 from packnet_ros.networks import PackNet
 
 BACKENDS = ('torch', 'onnxruntime')
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+AUTOCAST = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+PRECISIONS = (*AUTOCAST, 'int8')  # int8: a quantized onnxruntime model, on the CPU
 
 
 class TorchBackend:
     def __init__(self, net: PackNet, device: torch.device, precision: str):
+        if precision not in AUTOCAST:
+            raise ValueError(f'precision {precision} runs on onnxruntime (a quantized model), not torch')
         self.net, self.device, self.precision = net.to(device).eval(), device, precision
         if device.type == 'cuda':  # 2D convolutions only: the packing blocks' 3D ones have 5D weights
             for module in self.net.modules():
@@ -34,7 +38,7 @@ class TorchBackend:
         rgb = rgb.to(self.device, non_blocking=True)
         if self.device.type == 'cuda':
             rgb = rgb.contiguous(memory_format=torch.channels_last)
-        dtype = PRECISIONS[self.precision]
+        dtype = AUTOCAST[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             return self.net(rgb).float()
 
@@ -44,6 +48,10 @@ def providers_for(device: torch.device, precision: str, cache_dir: Path) -> list
     import onnxruntime as ort
 
     available = ort.get_available_providers()
+    if precision == 'int8':
+        if device.type != 'cpu':
+            raise ValueError(f'int8 models run on the CPU here, not {device}: on a GPU use fp16')
+        return ['CPUExecutionProvider']
     chosen: list = []
     if device.type == 'cuda':
         index = device.index or 0
@@ -97,14 +105,16 @@ class OnnxRuntimeBackend:
 CACHE_KEEP = 8  # exports kept: a training run announces a new checkpoint every few minutes
 
 
-def onnx_cache_path(checkpoint: str | os.PathLike, height: int, width: int) -> Path:
-    """Where an automatic export of `checkpoint` at this size is kept (one per file content)."""
+def onnx_cache_path(checkpoint: str | os.PathLike, height: int, width: int, calibration: str = '') -> Path:
+    """Where an automatic export of `checkpoint` at this size is kept (one per file content);
+    `calibration` names the frames of an int8 model (quantization.calibration_digest)."""
     digest = hashlib.sha256()
     with open(checkpoint, 'rb') as file:
         for block in iter(lambda: file.read(1 << 20), b''):
             digest.update(block)
     root = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'packnet_ros' / 'onnx'
-    return root / f'{digest.hexdigest()[:16]}_{width}x{height}_dynamic_batch.onnx'
+    int8 = f'_int8_{calibration}' if calibration else ''
+    return root / f'{digest.hexdigest()[:16]}_{width}x{height}_dynamic_batch{int8}.onnx'
 
 
 def prune_cache(folder: Path, keep: int = CACHE_KEEP) -> None:

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class OnnxInfo:
     source: str
     step: int
     version: str
+    precision: str = 'fp32'  # 'int8' after packnet_ros.quantization
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> 'OnnxInfo':
@@ -58,7 +60,7 @@ class OnnxInfo:
             raise ExportError(f'{path} lacks packnet_ros metadata {missing}: export it with packnet-ros export')
         return cls(meta['arch'], float(meta['model_width']), int(meta['input_height']), int(meta['input_width']),
                    float(meta.get('min_depth', 0)), float(meta.get('depth_scale', 1)), meta.get('source', ''),
-                   int(meta.get('step', 0)), meta.get('packnet_ros_version', ''))
+                   int(meta.get('step', 0)), meta.get('packnet_ros_version', ''), meta.get('precision', 'fp32'))
 
 
 @dataclass
@@ -67,6 +69,7 @@ class ExportResult:
     depth_difference: float
     pose: Path | None = None
     pose_difference: float | None = None
+    int8_depth_difference: float | None = None  # median relative, on the calibration frames
 
 
 def package_version() -> str:
@@ -166,16 +169,24 @@ def export_pose(pose_net: PoseNet, path: str | os.PathLike, height: int, width: 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, height: int | None = None,
                       width: int | None = None, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
-                      pose: bool = False) -> ExportResult:
+                      pose: bool = False, calibration: Sequence[np.ndarray] = ()) -> ExportResult:
     """A checkpoint (official or ours) -> OUT.onnx (+ OUT_pose.onnx), at the checkpoint's
-    training size unless given."""
+    training size unless given. With `calibration` frames (RGB uint8), OUT.onnx is the int8
+    model (packnet_ros.quantization) of the checked float export."""
     ckpt = load_checkpoint(checkpoint)
     depth_net, pose_net = ckpt.networks()
     trained = ckpt.input_size or (192, 640)
     height, width = height or trained[0], width or trained[1]
     out = Path(out)
-    result = ExportResult(out, export_depth(depth_net, out, height, width, opset=opset, dynamic_batch=dynamic_batch,
-                                            source=ckpt.name, step=ckpt.step))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32 = Path(tmp) / out.name if calibration else out
+        result = ExportResult(out, export_depth(depth_net, fp32, height, width, opset=opset,
+                                                dynamic_batch=dynamic_batch, source=ckpt.name, step=ckpt.step))
+        if calibration:
+            from packnet_ros.quantization import quantize_depth
+
+            result.int8_depth_difference = quantize_depth(fp32, out, calibration).depth_difference
     if pose:
         if pose_net is None:
             raise ExportError(f'{checkpoint} holds no PoseNet (stripped without --keep-pose?)')

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class DepthEstimator:
     def __post_init__(self) -> None:
         check_network_size(self.height, self.width)
         if self.precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}')
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
         if isinstance(self.net, PackNet):
             self.run = TorchBackend(self.net, self.device, self.precision)
             self.backend = 'torch'
@@ -65,14 +66,21 @@ class DepthEstimator:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,
-                        device: str = 'cpu', backend: str = 'torch', **kwargs) -> 'DepthEstimator':
+                        device: str = 'cpu', backend: str = 'torch',
+                        calibration: Sequence[np.ndarray] = (), int8_tolerance: float | None = None,
+                        **kwargs) -> 'DepthEstimator':
         """Load weights; the input size defaults to the one the checkpoint was trained at. An .onnx
         path runs on onnxruntime; a checkpoint with backend 'onnxruntime' is exported (and
-        checked against torch) once per file content, into the user's cache."""
+        checked against torch) once per file content, into the user's cache. Precision 'int8'
+        quantizes that export on `calibration` (RGB uint8 frames of the served camera) and
+        raises ExportError where int8 would change depth beyond `int8_tolerance` (default:
+        packnet_ros.quantization.TOLERANCE)."""
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         if Path(path).suffix == '.onnx':
             return cls._from_onnx(Path(path), height, width, device, **kwargs)
+        if kwargs.get('precision') == 'int8' and backend != 'onnxruntime':
+            raise ValueError('precision int8 needs the onnxruntime backend')
         ckpt = load_checkpoint(path)
         net, _ = ckpt.networks()
         trained = ckpt.input_size or DEFAULT_SIZE
@@ -85,6 +93,14 @@ class DepthEstimator:
                 export_depth(net, onnx, height, width, dynamic_batch=True, source=ckpt.name, step=ckpt.step)
                 prune_cache(onnx.parent)
             net = onnx
+            if kwargs.get('precision') == 'int8':
+                from packnet_ros.quantization import TOLERANCE, calibration_digest, quantize_depth
+
+                tolerance = TOLERANCE if int8_tolerance is None else int8_tolerance
+                net = onnx_cache_path(path, height, width, f'{calibration_digest(calibration)}_{tolerance:g}')
+                if not net.is_file():
+                    quantize_depth(onnx, net, calibration, tolerance=tolerance, threads=kwargs.get('threads', 0))
+                    prune_cache(net.parent)
         return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)
 
     @classmethod
@@ -95,6 +111,14 @@ class DepthEstimator:
         if not path.is_file():
             raise CheckpointError(f'ONNX model {path} does not exist')
         info = OnnxInfo.read(path)
+        requested = kwargs.get('precision', 'fp32')
+        if info.precision == 'int8' and requested not in ('fp32', 'int8'):
+            raise ValueError(f'{path.name} is an int8 model: it runs in int8, not {requested}')
+        if info.precision != 'int8' and requested == 'int8':
+            raise ValueError(f'{path.name} is a float model: quantize it (packnet-ros export --int8 '
+                             '--calibration DATA), or give its checkpoint and calibration frames')
+        if info.precision == 'int8':  # the file decides: the default fp32 request runs it as it is
+            kwargs['precision'] = 'int8'
         if (height or info.height_px, width or info.width_px) != (info.height_px, info.width_px):
             raise ValueError(f'{path.name} was exported for {info.width_px}x{info.height_px}, not '
                              f'{width or info.width_px}x{height or info.height_px}: export it again at that size')

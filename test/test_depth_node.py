@@ -82,7 +82,9 @@ def session(tmp_path_factory, kitti):
     params = tmp / 'depth.yaml'
     shutil.copy(REPO / 'config' / 'depth.yaml', params)
     # Default parameters (QoS included): the node must adapt to this client's reliable publishers.
-    proc = start_node('depth_node', tmp / 'node.log', (params,), {'checkpoint': str(ckpt_a), 'device': 'cpu'})
+    # fp32: the depth is compared with the float model's (int8, the CPU default, has its own tests).
+    proc = start_node('depth_node', tmp / 'node.log', (params,), {'checkpoint': str(ckpt_a), 'device': 'cpu',
+                                                                   'precision': 'fp32'})
     probe = ClientNode('depth_node_test')
     client = DepthClient(probe)
     try:

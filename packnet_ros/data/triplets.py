@@ -198,3 +198,13 @@ def open_source(path: str | Path, height: int, width: int, topics: BagTopics | N
         return [DriveTriplets(path, height, width)]
     raise FileNotFoundError(f'{path} is neither a KITTI-layout drive folder (image_02/data), a split file '
                             'listing frames, nor a rosbag2 (metadata.yaml)')
+
+
+def spread_frames(datasets: list[Dataset], count: int) -> list[np.ndarray]:
+    """Up to `count` target frames (RGB uint8 at the data sets' size), evenly spread over all
+    triplets: calibration frames that see the whole drive, not its first seconds."""
+    index = [(d, i) for d in datasets for i in range(len(d))]
+    if not index:
+        return []
+    picks = np.unique(np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int))
+    return [index[k][0][index[k][1]].images[1] for k in picks]

@@ -3,6 +3,9 @@
 Threads: the executor only stores incoming frames (latest wins, older unprocessed frames
 are counted as dropped); one worker thread runs inference and publishes; checkpoints
 announced on the topic load on their own thread and the worker swaps models between frames.
+With precision int8 the node serves the float model until it has kept calibration frames
+from its own camera, then quantizes on the loader thread and swaps (and quantizes every
+checkpoint announced after that with the same frames).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from std_msgs.msg import String
 
 from packnet_ros.backends import BACKENDS
 from packnet_ros.checkpoints import CheckpointError
+from packnet_ros.export import ExportError
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import colorize_depth
 from packnet_ros.inference import DepthEstimator, resolve_device
@@ -40,21 +44,28 @@ from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import subscribe_image, subscribe_input
 from packnet_ros.nodes.parameters import declare_parameters
 from packnet_ros.nodes.runner import run
+from packnet_ros.quantization import CalibrationFrames
 
 WARN_PERIOD_S = 5.0
 
 PARAMETERS = {
     # name: (default, description)
     'checkpoint': ('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained network'),
-    'backend': ('auto', 'torch, onnxruntime, or auto: onnxruntime for fp32 on a CPU (faster there, same '
-                        'depth), torch otherwise; an .onnx checkpoint always runs on onnxruntime'),
+    'backend': ('auto', 'torch, onnxruntime, or auto: onnxruntime for fp32 and int8 on a CPU (faster there), '
+                        'torch otherwise; an .onnx checkpoint always runs on onnxruntime'),
     'arch': ('PackNetSlim01', 'architecture when no checkpoint is given: PackNet01 or PackNetSlim01'),
     'model_width': (1.0, 'channel width factor when no checkpoint is given'),
     'width': (0, 'network input width (multiple of 32); 0 = the checkpoint\'s training size'),
     'height': (0, 'network input height (multiple of 32); 0 = the checkpoint\'s training size'),
     'device': ('auto', 'auto, cpu, cuda or cuda:N'),
     'threads': (0, 'CPU threads for inference (torch or onnxruntime); 0 = all cores'),
-    'precision': ('fp32', 'fp32, fp16 or bf16 (autocast)'),
+    'precision': ('auto', 'fp32, fp16 or bf16 (autocast), int8 (onnxruntime on a CPU, calibrated on this '
+                          'camera\'s frames; float is served until then), or auto: int8 for a checkpoint on '
+                          'a CPU, the file\'s own for an .onnx, fp32 otherwise'),
+    'calibration_frames': (16, 'int8: camera frames kept for calibration'),
+    'calibration_period': (2.0, 'int8: seconds at least between two kept calibration frames'),
+    'int8_tolerance': (0.03, 'int8: largest median relative change of depth against float on the calibration '
+                             'frames; a model beyond it is served in float'),
     'output_resolution': ('network', 'publish depth at "network" or "input" image resolution'),
     'min_depth': (0.5, 'metres; nearer predictions are published as NaN'),
     'max_depth': (80.0, 'metres; farther predictions are published as NaN'),
@@ -144,11 +155,20 @@ class CameraModel:
         return self._scaled[(width, height)]
 
 
+def choose_precision(name: str, backend: str, device: torch.device, checkpoint: str) -> str:
+    """'auto' -> int8 where it is measured to keep depth (CPU, onnxruntime, a checkpoint to
+    quantize: README), fp32 otherwise; an .onnx model runs in its own precision whatever."""
+    if name != 'auto':
+        return name
+    cpu_onnxruntime = device.type == 'cpu' and backend in ('auto', 'onnxruntime')
+    return 'int8' if cpu_onnxruntime and checkpoint and not checkpoint.endswith('.onnx') else 'fp32'
+
+
 def choose_backend(name: str, device: torch.device, precision: str) -> str:
-    """'auto' -> onnxruntime for fp32 on a CPU (1.6-2.8x faster there with the same depth:
-    README), torch otherwise (GPUs, fp16/bf16)."""
+    """'auto' -> onnxruntime for fp32 and int8 on a CPU (faster there: README), torch otherwise
+    (GPUs, fp16/bf16)."""
     if name == 'auto':
-        return 'onnxruntime' if device.type == 'cpu' and precision == 'fp32' else 'torch'
+        return 'onnxruntime' if device.type == 'cpu' and precision in ('fp32', 'int8') else 'torch'
     if name not in BACKENDS:
         raise ValueError(f'backend must be auto or one of {BACKENDS}, got {name!r}')
     return name
@@ -162,11 +182,19 @@ class DepthNode(Node):
             raise ValueError(f'output_resolution must be "network" or "input", got {p["output_resolution"]!r}')
         self.device = resolve_device(p['device'])
         # An untrained network (no checkpoint) is served by torch, whatever the backend.
-        self.backend = choose_backend(p['backend'], self.device, p['precision']) if p['checkpoint'] else 'torch'
+        self.precision = choose_precision(p['precision'], p['backend'], self.device, p['checkpoint'])
+        self.backend = choose_backend(p['backend'], self.device, self.precision) if p['checkpoint'] else 'torch'
+        if self.precision == 'int8' and self.backend != 'onnxruntime':
+            raise ValueError('precision int8 needs a checkpoint served by onnxruntime on a CPU')
         self.threads = p['threads'] or torch.get_num_threads()
         # With onnxruntime, torch only converts and masks small tensors: one thread, so that its
         # idle OpenMP workers do not compete with onnxruntime's for the same cores.
         torch.set_num_threads(1 if self.backend == 'onnxruntime' else self.threads)
+        # A checkpoint in int8 waits for calibration frames; an int8 .onnx is served as it is.
+        self.calibration = (CalibrationFrames(p['calibration_frames'], p['calibration_period'])
+                            if self.precision == 'int8' and not p['checkpoint'].endswith('.onnx') else None)
+        self.int8_state = 'calibrating' if self.calibration is not None else 'not used'
+        self.checkpoint = p['checkpoint']
         self.estimator = self._build_estimator(p['checkpoint'])
         self.pending: DepthEstimator | None = None
         self.pending_lock = threading.Lock()
@@ -194,17 +222,21 @@ class DepthNode(Node):
         self.worker.start()
         self.get_logger().info(f'serving {self.estimator.identity} at {self.estimator.width}x'
                                f'{self.estimator.height} on {self.device} ({self.estimator.backend}, '
-                               f'{p["precision"]})')
+                               f'{self.estimator.precision}{", int8 once calibrated" if self.calibration else ""})')
 
     # ---------------------------------------------------------------- models
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
         p = self.params
-        options = dict(precision=p['precision'], min_depth=p['min_depth'], max_depth=p['max_depth'],
+        options = dict(precision=self.precision, min_depth=p['min_depth'], max_depth=p['max_depth'],
                        threads=self.threads)
         if checkpoint:
-            estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                       str(self.device), backend=self.backend, **options)
+            estimator = self._quantized(checkpoint, options)
+            if estimator is None:
+                if self.calibration is not None:
+                    options['precision'] = 'fp32'
+                estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
+                                                           str(self.device), backend=self.backend, **options)
         else:
             self.get_logger().warn('no checkpoint given: serving an untrained network (depth is meaningless)')
             estimator = DepthEstimator(build_depth_net(p['arch'], p['model_width']), p['height'] or 192,
@@ -212,6 +244,25 @@ class DepthNode(Node):
                                        identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
         # First calls allocate and pick kernels: do it before serving, not on a live frame.
         estimator.infer(np.zeros((estimator.height, estimator.width, 3), np.uint8))
+        return estimator
+
+    def _quantized(self, checkpoint: str, options: dict) -> DepthEstimator | None:
+        """The int8 model of `checkpoint` once calibration frames are kept; None until then, or
+        when int8 would change depth too much (the float model is served instead)."""
+        if self.calibration is None or not self.calibration.complete:
+            return None
+        p = self.params
+        try:
+            estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
+                                                       str(self.device), backend=self.backend,
+                                                       calibration=self.calibration.frames,
+                                                       int8_tolerance=p['int8_tolerance'], **options)
+        except ExportError as exc:
+            self.int8_state = f'refused, serving float: {exc}'
+            self.health.error('int8 refused for this model: serving float')
+            self.get_logger().warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
+            return None
+        self.int8_state = 'serving int8'
         return estimator
 
     def on_checkpoint(self, msg: String) -> None:
@@ -246,6 +297,7 @@ class DepthNode(Node):
             return str(exc)
         with self.pending_lock:
             self.pending = estimator
+            self.checkpoint = path
         self.counters.reloads += 1
         self.get_logger().info(f'loaded {estimator.identity} (step {estimator.step}); swapping at next frame')
         return ''
@@ -304,6 +356,9 @@ class DepthNode(Node):
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
+        if self.calibration is not None and self.calibration.offer(net_rgb, started):
+            self.get_logger().info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
+            self.on_checkpoint(String(data=self.checkpoint))
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -354,6 +409,9 @@ class DepthNode(Node):
             'training_step': str(est.step),
             'device': str(self.device),
             'backend': est.backend,
+            'precision': est.precision,
+            'int8': (self.int8_state if self.int8_state != 'calibrating' or self.calibration is None
+                     else f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'),
             'input_size': f'{est.width}x{est.height}',
             'input_reliability': self.image_sub.reliability,
         }

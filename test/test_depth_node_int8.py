@@ -1,0 +1,113 @@
+"""depth_node with precision int8: float until its own camera's frames calibrate, then int8 (or
+float again when int8 would change depth too much)."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+from test_depth_node import FRAME_ID, DepthClient, diagnostic_value
+
+from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.image import read_rgb
+from packnet_ros.inference import DepthEstimator
+from packnet_ros.node_process import ClientNode, start_node
+from packnet_ros.nodes.conversions import image_to_depth
+
+from helpers import DEADLINE, KITTI_DRIVE, REPO, require
+
+SHIPPED = REPO / 'models' / 'synthetic_scale_free.ckpt'
+SIZE = (96, 320)
+CALIBRATION = 4
+
+
+@pytest.fixture(scope='module')
+def kitti():
+    drive = KittiDrive(require(KITTI_DRIVE))
+    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
+
+
+def start(tmp_path, kitti, **parameters):
+    """The node with config/depth.yaml's defaults but for a quick calibration."""
+    proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',), {
+        'checkpoint': str(SHIPPED), 'device': 'cpu', 'height': SIZE[0], 'width': SIZE[1],
+        'calibration_frames': CALIBRATION, 'calibration_period': 0.0, **parameters})
+    client = DepthClient(ClientNode('depth_node_int8_test'))
+    client.probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0
+                          and client.pub_info.get_subscription_count() > 0, DEADLINE, 'depth_node to come up')
+    info = CameraInfo(header=Header(frame_id=FRAME_ID), width=1242, height=375)
+    info.k = kitti[0].intrinsics().reshape(-1).tolist()
+    client.pub_info.publish(info)
+    return proc, client
+
+
+def served(client):
+    return diagnostic_value(client, 'precision'), diagnostic_value(client, 'int8')
+
+
+def calibrate(client, frames):
+    """Send the calibration frames, wait for the model they make, and return the depth it gives."""
+    client.probe.wait_for(lambda: served(client) == ('fp32', f'calibrating: 0/{CALIBRATION} frames'), DEADLINE,
+                          'float to be served while calibrating')
+    for stamp, rgb in enumerate(frames[:CALIBRATION]):
+        client.send(rgb, stamp)
+    client.probe.wait_for(lambda: diagnostic_value(client, 'reloads') == '1', DEADLINE, 'the node to quantize')
+    depth = image_to_depth(client.send(frames[5], 100))  # the worker swaps models before this frame
+    seen = len(client.diags)
+    client.probe.wait_for(lambda: len(client.diags) > seen + 1, DEADLINE, 'diagnostics after the swap')
+    return depth
+
+
+def network_frame(rgb):
+    return cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
+
+
+def test_int8_after_calibration_on_the_cameras_own_frames(tmp_path, kitti):
+    frames = kitti[1]
+    proc, client = start(tmp_path, kitti)  # precision auto: int8 on a CPU
+    try:
+        depth = calibrate(client, frames)
+        assert served(client) == ('int8', 'serving int8')
+    finally:
+        client.probe.close()
+        proc.stop()
+    # The model the node quantized is the one these very frames give (same cache entry), and its
+    # depth is float's within int8's few per cent.
+    calibrated = [network_frame(rgb) for rgb in frames[:CALIBRATION]]
+    int8 = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', precision='int8',
+                                          calibration=calibrated, min_depth=0.5, max_depth=80.0)
+    np.testing.assert_allclose(depth, int8.infer(network_frame(frames[5])), rtol=1e-5, equal_nan=True)
+    fp32 = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, min_depth=0.5, max_depth=80.0).infer(
+        network_frame(frames[5]))
+    valid = np.isfinite(depth) & np.isfinite(fp32)
+    assert valid.mean() > 0.9 and np.median(np.abs(depth[valid] - fp32[valid]) / fp32[valid]) < 0.03
+
+
+def test_int8_refused_serves_float(tmp_path, kitti):
+    frames = kitti[1]
+    proc, client = start(tmp_path, kitti, precision='int8', int8_tolerance=1e-6)
+    try:
+        depth = calibrate(client, frames)
+        precision, state = served(client)
+        assert precision == 'fp32' and state.startswith('refused, serving float: int8 changes depth by')
+        assert 'int8 refused' in proc.log_tail(20000)
+    finally:
+        client.probe.close()
+        proc.stop()
+    expected = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', min_depth=0.5,
+                                              max_depth=80.0).infer(network_frame(frames[5]))
+    np.testing.assert_allclose(depth, expected, rtol=1e-5, equal_nan=True)
+
+
+
+def test_auto_precision_is_int8_only_for_a_checkpoint_on_a_cpu():
+    from packnet_ros.nodes.depth_node import choose_precision
+
+    cpu, gpu = torch.device('cpu'), torch.device('cuda')
+    assert choose_precision('auto', 'auto', cpu, 'model.ckpt') == 'int8'
+    assert choose_precision('auto', 'onnxruntime', cpu, 'model.ckpt') == 'int8'
+    assert choose_precision('auto', 'torch', cpu, 'model.ckpt') == 'fp32'
+    assert choose_precision('auto', 'auto', gpu, 'model.ckpt') == 'fp32'
+    assert choose_precision('auto', 'auto', cpu, 'model.onnx') == 'fp32'  # the file's own precision then
+    assert choose_precision('auto', 'auto', cpu, '') == 'fp32'  # untrained network: torch
+    assert choose_precision('bf16', 'auto', cpu, 'model.ckpt') == 'bf16'

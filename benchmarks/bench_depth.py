@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -75,12 +76,18 @@ def original_forward(name: str):
     return Original01(version='1A') if name == 'PackNet01' else OriginalSlim(version='1A')
 
 
-def backend_net(name: str):
-    """(network, what its weights are): the shipped trained model, or a full-width network with
-    random weights and a 12 m depth prior (no trained PackNet01 can be downloaded here)."""
+def backend_net(name: str, trained: dict[str, str]):
+    """(network, what its weights are): the shipped trained model, a checkpoint given for the
+    network, or a full-width network with random weights and a 12 m depth prior (no trained
+    PackNet01 can be downloaded here)."""
     if name == 'shipped':
         net = load_checkpoint(REPO / 'models' / 'synthetic_scale_free.ckpt').networks()[0]
         return net, 'trained (PackNetSlim01 x0.125, models/synthetic_scale_free.ckpt)'
+    if trained.get(name):
+        net = load_checkpoint(trained[name]).networks()[0]
+        if net.arch != name:
+            raise SystemExit(f'{trained[name]} holds a {net.arch}, not a {name}')
+        return net, f'trained ({Path(trained[name]).name})'
     torch.manual_seed(0)
     net = PackNet01() if name == 'PackNet01' else PackNetSlim01()
     net.initialize_depth(12.0)
@@ -115,15 +122,17 @@ def onnx_model(net, name: str, h: int, w: int, precision: str, calibration: list
         export_depth(net, fp32, h, w)
     if precision != 'int8':
         return fp32
-    return quantize_depth(fp32, tmp / f'{name}_{w}x{h}_int8.onnx', calibration).path
+    # No tolerance here: int8's time does not depend on the weights, and random weights (which
+    # int8 may well refuse) still time it; the accuracy columns say what it does to depth.
+    return quantize_depth(fp32, tmp / f'{name}_{w}x{h}_int8.onnx', calibration, tolerance=math.inf).path
 
 
-def bench_backends(device: torch.device, repeat: int, tmp: Path) -> list[dict]:
+def bench_backends(device: torch.device, repeat: int, tmp: Path, trained: dict[str, str]) -> list[dict]:
     """Model latency of every backend x precision, the original beside, and accuracy vs torch fp32."""
     rows, frames = [], kitti_frames()
     sync = torch.cuda.synchronize if device.type == 'cuda' else None
     for name in BACKEND_MODELS:
-        net, weights = backend_net(name)
+        net, weights = backend_net(name, trained)
         for h, w in SIZES:
             slow = name != 'shipped' and device.type == 'cpu' and h == 192
             n = max(3, repeat // 5) if slow else repeat
@@ -156,16 +165,19 @@ def bench_backends(device: torch.device, repeat: int, tmp: Path) -> list[dict]:
                     metrics = mean_metrics([image_metrics(gt, d, min_depth=1e-3, max_depth=80.0)
                                             for (_, gt), d in zip(frames, depth)])
                     if reference is None:
-                        reference = depth, metrics['metric']['abs_rel']
-                    ref_depth, ref_abs_rel = reference
+                        reference = depth, metrics['metric']['abs_rel'], metrics['median_scaled']['abs_rel']
+                    ref_depth, ref_abs_rel, ref_scaled = reference
                     row['median_rel_depth_diff'] = float(np.median(np.concatenate(
                         [np.abs(d - r).ravel() / r.ravel() for d, r in zip(depth, ref_depth)])))
                     row['abs_rel'] = metrics['metric']['abs_rel']
                     row['abs_rel_change_pct'] = 100 * (row['abs_rel'] - ref_abs_rel) / ref_abs_rel
+                    row['abs_rel_median_scaled'] = metrics['median_scaled']['abs_rel']
+                    row['abs_rel_median_scaled_change_pct'] = 100 * (row['abs_rel_median_scaled'] / ref_scaled - 1)
                 rows.append(row)
                 ratio = f'{row["ratio_to_original"]:.2f}x original' if original_ms else ''
                 accuracy = (f'depth diff {100 * row["median_rel_depth_diff"]:.3f} %, abs_rel {row["abs_rel"]:.4f} '
-                            f'({row["abs_rel_change_pct"]:+.2f} %)' if frames else '')
+                            f'({row["abs_rel_change_pct"]:+.2f} %), median-scaled {row["abs_rel_median_scaled"]:.4f} '
+                            f'({row["abs_rel_median_scaled_change_pct"]:+.2f} %)' if frames else '')
                 print(f'model  {name:20s} {w}x{h:<4d} {backend:11s} {precision:4s} {ms:9.1f} ms  {ratio:16s} '
                       f'{accuracy}', flush=True)
     return rows
@@ -280,6 +292,9 @@ def main() -> None:
     parser.add_argument('--repeat', type=int, default=20)
     parser.add_argument('--frames', type=int, default=10, help='frames for node latency')
     parser.add_argument('--skip-node', action='store_true')
+    parser.add_argument('--packnet01', help='trained PackNet01 checkpoint (e.g. the official one) for the backend '
+                                            'table instead of random weights: accuracy then means something')
+    parser.add_argument('--packnetslim01', help='the same for PackNetSlim01')
     args = parser.parse_args()
 
     device = resolve_device('auto')
@@ -288,9 +303,10 @@ def main() -> None:
                           'gpu': torch.cuda.get_device_name() if device.type == 'cuda' else None},
               'input': f'{W}x{H}'}
     with tempfile.TemporaryDirectory() as tmp:
-        report['models'] = bench_backends(torch.device('cpu'), args.repeat, Path(tmp))
+        trained = {'PackNet01': args.packnet01, 'PackNetSlim01': args.packnetslim01}
+        report['models'] = bench_backends(torch.device('cpu'), args.repeat, Path(tmp), trained)
         if device.type == 'cuda':
-            report['models'] += bench_backends(device, args.repeat * 5, Path(tmp))
+            report['models'] += bench_backends(device, args.repeat * 5, Path(tmp), trained)
     report['conversions'] = bench_conversions(args.repeat * 5)
     if not args.skip_node:
         report['node'] = []

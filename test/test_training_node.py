@@ -154,3 +154,18 @@ def test_twist_with_covariance_as_speed_source(tmp_path, frames):
     finally:
         proc.stop()
         probe.close()
+
+
+def test_offline_training_defaults_to_the_nodes_recipe():
+    """`packnet-ros train` without --config trains as the node does: the recipe the curves chose."""
+    from dataclasses import MISSING, fields
+
+    from packnet_ros.nodes.training_node import PARAMETERS
+    from packnet_ros.training.session import SessionConfig
+
+    shared = [f for f in fields(SessionConfig) if f.name in PARAMETERS and f.default is not MISSING]
+    names = {f.name for f in shared}
+    assert {'velocity_loss_weight', 'depth_scale_lr', 'translation_scale_lr', 'motion_prior'} <= names
+    differ = {f.name: (f.default, PARAMETERS[f.name][0]) for f in shared
+              if f.name != 'device' and f.default != PARAMETERS[f.name][0]}
+    assert differ == {}

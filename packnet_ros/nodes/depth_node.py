@@ -248,8 +248,9 @@ class DepthNode(Node):
 
     def _quantized(self, checkpoint: str, options: dict) -> DepthEstimator | None:
         """The int8 model of `checkpoint` once calibration frames are kept; None until then, or
-        when int8 would change depth too much (the float model is served instead)."""
-        if self.calibration is None or not self.calibration.complete:
+        when int8 would change depth too much (the float model is served instead). An .onnx
+        file is served in its own precision."""
+        if self.calibration is None or not self.calibration.complete or checkpoint.endswith('.onnx'):
             return None
         p = self.params
         try:

@@ -38,6 +38,12 @@ class SessionConfig(TrainerConfig):
     around it. The training node's parameters carry the same names."""
 
     checkpoint_dir: str | Path
+    # The recipe the learning curves chose (DEVELOPERS.md), as the training node's defaults;
+    # TrainerConfig's own stay the paper's, which the named recipes build on.
+    warmup_steps: int = 0
+    velocity_loss_weight: float = 1.0
+    depth_scale_lr: float = 0.05
+    translation_scale_lr: float = 0.05
     height: int = 96
     width: int = 320
     init_checkpoint: str = ''
@@ -46,7 +52,7 @@ class SessionConfig(TrainerConfig):
     seed: int = 0
     device: str = 'cpu'
     initial_depth: float = 0.0
-    motion_prior: float = 0.0
+    motion_prior: float = 0.5
     batch_size: int = 4
     buffer_triplets: int = 500
     buffer_mb: float = 256.0

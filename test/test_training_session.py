@@ -162,3 +162,12 @@ def test_trainer_state_round_trip(tmp_path, kitti):
     assert session.step_count == 2
     restored = session.trainer.optimizer.state_dict()['state'][0]['exp_avg']
     assert torch.equal(restored, state['optimizer']['state'][0]['exp_avg'])
+
+
+def test_learning_rate_follows_where_the_weights_come_from(tmp_path):
+    from packnet_ros.training.session import FINE_TUNE_LR, SCRATCH_LR
+
+    assert SessionConfig(checkpoint_dir=tmp_path).trainer().learning_rate == SCRATCH_LR
+    tuned = SessionConfig(checkpoint_dir=tmp_path, init_checkpoint='trained.ckpt')
+    assert tuned.trainer().learning_rate == FINE_TUNE_LR < SCRATCH_LR
+    assert SessionConfig(checkpoint_dir=tmp_path, learning_rate=5e-4).trainer().learning_rate == 5e-4

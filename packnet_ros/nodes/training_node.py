@@ -41,7 +41,8 @@ PARAMETERS = {
     'height': (96, 'network input height (multiple of 32)'),
     'device': ('auto', 'auto, cpu, cuda or cuda:N'),
     'threads': (0, 'CPU threads for torch in this process; 0 = torch default (all cores)'),
-    'learning_rate': (2e-4, 'Adam learning rate of the networks'),
+    'learning_rate': (0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
+                           'init_checkpoint (what the learning curves chose)'),
     'warmup_steps': (0, 'steps over which the learning rates ramp up from zero (0 = none)'),
     'velocity_loss_weight': (1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale'),
     'velocity_warmup_steps': (0, 'steps over which the velocity loss weight ramps up from zero (0 = none)'),

@@ -88,7 +88,8 @@ def _export(module: torch.nn.Module, inputs: tuple, path: Path, input_names: lis
                           output_names=[output_name], dynamic_axes=axes, do_constant_folding=True)
 
 
-def _add_metadata(path: Path, values: dict[str, object]) -> None:
+def add_metadata(path: Path, values: dict[str, object]) -> None:
+    """Add metadata_props to the model at `path`, check it and save it in place."""
     import onnx
 
     model = onnx.load(str(path))
@@ -133,7 +134,7 @@ def export_depth(net: PackNet, path: str | os.PathLike, height: int, width: int,
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         _export(net, (rgb[:1],), staged, ['rgb'], 'inv_depth', opset, dynamic_batch)
-        _add_metadata(staged, {'arch': net.arch, 'model_width': net.width, 'input_height': height,
+        add_metadata(staged, {'arch': net.arch, 'model_width': net.width, 'input_height': height,
                                'input_width': width, 'min_depth': net.min_depth, 'depth_scale': net.depth_scale,
                                'output': 'inverse depth, 1/metres', 'source': source, 'step': step,
                                'packnet_ros_version': package_version(), 'opset': opset})
@@ -156,7 +157,7 @@ def export_pose(pose_net: PoseNet, path: str | os.PathLike, height: int, width: 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         _export(graph, tuple(images), staged, names, 'pose', opset, dynamic_batch)
-        _add_metadata(staged, {'network': 'PoseNet', 'input_height': height, 'input_width': width,
+        add_metadata(staged, {'network': 'PoseNet', 'input_height': height, 'input_width': width,
                                'output': 'pose [B,N,6]: translation (m) then euler angles (rad), target -> context',
                                'packnet_ros_version': package_version(), 'opset': opset})
         difference = _max_difference(staged, graph, dict(zip(names, images)))

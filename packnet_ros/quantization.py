@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from packnet_ros.export import ExportError, OnnxInfo
+from packnet_ros.backends import OnnxRuntimeBackend
+from packnet_ros.export import ExportError, OnnxInfo, add_metadata
 from packnet_ros.image import to_tensor
 
 TOLERANCE = 0.03  # median relative depth difference int8 vs fp32 on the calibration frames
@@ -55,25 +57,15 @@ def float_only_nodes(model) -> list[str]:
             and (ranks.get(node.input[1]) == 5 or node.output[0] in sigmoid_inputs)]
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-
-
-def depth_difference(reference: Path, candidate: Path, batches: list[np.ndarray], threads: int) -> float:
-    """Median relative difference of depth (1 / inverse depth) between two models on the same inputs."""
-    ref, cand = _session(reference, threads), _session(candidate, threads)
-    diffs = []
-    for batch in batches:
-        expected = ref.run(None, {'rgb': batch})[0]
-        got = cand.run(None, {'rgb': batch})[0]
-        # depth ratio - 1 = inverse-depth ratio inverted: |d_c - d_r| / d_r = |i_r / i_c - 1|
-        diffs.append(np.abs(expected / np.maximum(got, 1e-12) - 1.0).ravel())
-    return float(np.median(np.concatenate(diffs)))
+def depth_difference(reference: Path, candidate: Path, batches: list[torch.Tensor], threads: int) -> float:
+    """Median relative difference of depth (1 / inverse depth) between a float model and its int8
+    form on the same inputs, both run as the onnxruntime backend runs them on a CPU."""
+    cpu = torch.device('cpu')
+    ref = OnnxRuntimeBackend(reference, cpu, 'fp32', threads)
+    cand = OnnxRuntimeBackend(candidate, cpu, 'int8', threads)
+    # |d_c - d_r| / d_r = |i_r / i_c - 1| for inverse depths i
+    diffs = [(ref(batch) / cand(batch).clamp(min=1e-12) - 1.0).abs().ravel() for batch in batches]
+    return float(torch.cat(diffs).median())
 
 
 def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames: Sequence[np.ndarray], *,
@@ -94,8 +86,7 @@ def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames
         raise ExportError(f'{fp32_model.name} is already {info.precision}: quantize the fp32 export')
     if len(frames) < MIN_FRAMES:
         raise ExportError(f'int8 calibration needs at least {MIN_FRAMES} frames, got {len(frames)}')
-    batches = [to_tensor(rgb, info.height_px, info.width_px).numpy() for rgb in frames]
-    threads = threads or os.cpu_count() or 1
+    batches = [to_tensor(rgb, info.height_px, info.width_px) for rgb in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
 
     class Frames(CalibrationDataReader):
@@ -104,7 +95,7 @@ def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames
 
         def get_next(self):
             batch = next(self.remaining, None)
-            return None if batch is None else {'rgb': batch}
+            return None if batch is None else {'rgb': batch.numpy()}
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepared, staged = Path(tmp) / 'prepared.onnx', Path(tmp) / out.name
@@ -120,12 +111,8 @@ def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames
         if not difference <= tolerance:
             raise ExportError(f'int8 changes depth by {100 * difference:.2f} % (median, on the {len(frames)} '
                               f'calibration frames; tolerance {100 * tolerance:g} %): not written')
-        model = onnx.load(str(staged))
-        for key, value in (('precision', 'int8'), ('calibration_frames', len(frames)),
-                           ('int8_depth_difference', f'{difference:.6f}')):
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, str(value)
-        onnx.save(model, str(staged))
+        add_metadata(staged, {'precision': 'int8', 'calibration_frames': len(frames),
+                              'int8_depth_difference': f'{difference:.6f}'})
         os.replace(staged, out)
     return QuantizeResult(out, len(frames), difference)
 

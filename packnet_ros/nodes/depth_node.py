@@ -270,7 +270,10 @@ class DepthNode(Node):
         if not msg.data.strip():
             self.get_logger().warn('ignoring an empty path on "checkpoint": the served model stays')
             return
-        threading.Thread(target=self._load, args=(msg.data,), name='checkpoint_loader', daemon=True).start()
+        self._load_in_background(msg.data)
+
+    def _load_in_background(self, path: str) -> None:
+        threading.Thread(target=self._load, args=(path,), name='checkpoint_loader', daemon=True).start()
 
     def on_set_parameters(self, params) -> SetParametersResult:
         """Only 'checkpoint' can change at run time; it succeeds only once the new model is loaded."""
@@ -359,7 +362,7 @@ class DepthNode(Node):
         inference_ms = 1000 * (time.monotonic() - started)
         if self.calibration is not None and self.calibration.offer(net_rgb, started):
             self.get_logger().info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
-            self.on_checkpoint(String(data=self.checkpoint))
+            self._load_in_background(self.checkpoint)
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -411,7 +414,7 @@ class DepthNode(Node):
             'device': str(self.device),
             'backend': est.backend,
             'precision': est.precision,
-            'int8': (self.int8_state if self.int8_state != 'calibrating' or self.calibration is None
+            'int8': (self.int8_state if self.int8_state != 'calibrating'
                      else f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'),
             'input_size': f'{est.width}x{est.height}',
             'input_reliability': self.image_sub.reliability,

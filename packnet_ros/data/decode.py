@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image as PILImage
 
+from packnet_ros.geometry.distortion import Calibration
+
 # encoding -> (channels, dtype, cv2 conversion to RGB or None)
 ENCODINGS: dict[str, tuple[int, np.dtype, int | None]] = {
     'rgb8': (3, np.dtype(np.uint8), None),
@@ -130,3 +132,17 @@ def camera_matrix(info) -> np.ndarray:
         raise ConversionError(f'camera_info {name} has invalid focal lengths fx={K[0, 0]}, fy={K[1, 1]} '
                               f'(must be at least {MIN_FOCAL_PX:g} pixel)')
     return K
+
+
+def calibration_of(info) -> Calibration:
+    """camera_info (rclpy's or rosbags') -> its validated Calibration: distortion model and
+    coefficients, rectification and projection. The rectified intrinsics pass the same checks
+    as camera_matrix(); every refusal is a ConversionError naming the field."""
+    camera_matrix(info)
+    try:
+        calibration = Calibration.from_camera_info(width=info.width, height=info.height,
+                                                   distortion_model=info.distortion_model, d=list(info.d),
+                                                   k=list(info.k), r=list(info.r), p=list(info.p))
+    except ValueError as exc:
+        raise ConversionError(f'camera_info: {exc}') from exc
+    return calibration

@@ -7,39 +7,113 @@ subscribes reliably when every discovered publisher is reliable and best effort 
 and re-checks as publishers come and go, so either kind of camera delivers every frame it
 can. (Subscribing only once a publisher is known avoids replacing a subscription, and
 losing the frames in flight, in the usual case of one camera.)
+
+Frames lost on the way are counted by the middleware (the subscription's message-lost
+event). A best-effort camera without a large shared-memory segment loses most large frames,
+and nothing on the subscriber side recovers them (measured: README, "Large images over
+DDS"), so the node says so, once in the log and on /diagnostics while it lasts, with the fix
+for the camera's side.
+
+QoS per topic, the ROS 2 way: `qos_overrides.<topic>.subscription.{reliability,depth,history}`
+in a parameters file beats the node-wide `qos_reliability` / `qos_depth`; the reliability
+override also takes `auto`.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from sensor_msgs.msg import CompressedImage, Image
+
+from packnet_ros.config import config_dir
+from packnet_ros.data.decode import MAX_IMAGE_PIXELS
+from packnet_ros.nodes.parameters import Param, declare_parameters
 
 RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
 RELIABILITY_CHOICES = ('auto', *RELIABILITY)
 RECHECK_PERIOD_S = 1.0
 
+# Every node that reads images has these; each adds its own 'qos_depth'.
+INPUT_PARAMETERS = {
+    'max_image_pixels': Param(MAX_IMAGE_PIXELS, 'larger images (raw or compressed, checked before decoding) are '
+                                                'dropped', low=1),
+    'use_compressed': Param(False, 'subscribe "image/compressed" (jpeg/png) instead of raw "image"'),
+    'qos_reliability': Param('auto', 'input QoS: auto (follow the publishers), reliable or best_effort '
+                                     '(per topic: qos_overrides.<topic>.subscription.reliability)',
+                             choices=RELIABILITY_CHOICES),
+}
 
-def check_reliability(value: str) -> str:
-    if value not in RELIABILITY_CHOICES:
-        raise ValueError(f'qos_reliability must be one of {", ".join(RELIABILITY_CHOICES)}, got {value!r}')
-    return value
+
+LOSS_REPORT = 0.2  # report once this share of a best-effort topic's recent messages is lost
+LOSS_WINDOW = 20  # messages (received + lost) the share is taken over
+
+
+class DeliveryMonitor:
+    """Messages published to us that never arrived, as the middleware counts them (Fast DDS's
+    sample-lost status: a sample overtaken by a later one counts as lost, even when no sample
+    ever arrives complete), beside those that did arrive."""
+
+    def __init__(self):
+        self.lost = 0
+        self.recent: list[bool] = []  # True = lost, the newest last
+
+    def received(self) -> None:
+        self.recent = (self.recent + [False])[-LOSS_WINDOW:]
+
+    def missed(self, count: int) -> None:
+        self.lost += count
+        self.recent = (self.recent + [True] * min(count, LOSS_WINDOW))[-LOSS_WINDOW:]
+
+    @property
+    def recent_loss(self) -> float:
+        return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+
+def loss_advice(topic: str) -> str:
+    profile = config_dir() / 'fastdds.xml'
+    return (f'{topic}: most frames from its best-effort publisher never arrive: large messages over Fast DDS '
+            'shared memory overflow the publisher\'s 512 KB segment, and no subscriber setting recovers them. '
+            f'Fix on the camera side: start the camera driver with FASTRTPS_DEFAULT_PROFILES_FILE={profile} '
+            '(or any profile with a larger segment), or make it publish reliable')
 
 
 class InputSubscription:
     """A subscription with KEEP_LAST `depth` whose reliability is fixed or follows the publishers."""
 
-    def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable, reliability: str, depth: int):
+    def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable, reliability: str, depth: int,
+                 on_loss: Callable[[str], None] | None = None):
         self.node, self.msg_type, self.callback, self.depth = node, msg_type, callback, depth
-        self.mode = check_reliability(reliability)
+        self.on_loss = on_loss  # called with the advice while a best-effort topic loses messages
+        self.delivery = DeliveryMonitor()
+        self._advised = False
         self.topic = node.resolve_topic_name(topic)  # namespace and remapping applied
-        self.subscription = None
+        self.mode = self._reliability_override(reliability)
+        self.subscription = self.timer = None
         if self.mode == 'auto':
             self._follow_publishers()
-            node.create_timer(RECHECK_PERIOD_S, self._follow_publishers)
+            self.timer = node.create_timer(RECHECK_PERIOD_S, self._follow_publishers)
         else:
-            self.subscription = self._subscribe(RELIABILITY[reliability])
+            self.subscription = self._subscribe(RELIABILITY[self.mode])
+
+    def _reliability_override(self, default: str) -> str:
+        """`qos_overrides.<topic>.subscription.reliability`, declared here (rclpy's own override
+        would pin the first reliability and knows no 'auto'); `default` when not overridden."""
+        name = f'qos_overrides.{self.topic}.subscription.reliability'
+        if self.node.has_parameter(name):  # subscribed before (a lifecycle node activated again)
+            return self.node.get_parameter(name).value
+        spec = Param(default, f'reliability for subscription `{self.topic}`', choices=RELIABILITY_CHOICES)
+        return declare_parameters(self.node, {name: spec})[name]
+
+    def close(self) -> None:
+        """Unsubscribe (a lifecycle node deactivating)."""
+        if self.timer is not None:
+            self.node.destroy_timer(self.timer)
+        if self.subscription is not None:
+            self.node.destroy_subscription(self.subscription)
+        self.subscription = self.timer = None
 
     @property
     def reliability(self) -> str:
@@ -50,7 +124,25 @@ class InputSubscription:
 
     def _subscribe(self, reliability: ReliabilityPolicy):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=reliability)
-        return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos)
+        overrides = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH))
+        events = SubscriptionEventCallbacks(message_lost=self._on_lost)
+        return self.node.create_subscription(self.msg_type, self.topic, self._on_message, qos,
+                                             qos_overriding_options=overrides, event_callbacks=events)
+
+    def _on_message(self, msg) -> None:
+        self.delivery.received()
+        self.callback(msg)
+
+    def _on_lost(self, event) -> None:
+        self.delivery.missed(event.total_count_change)
+        if self.reliability != 'best_effort' or self.delivery.recent_loss < LOSS_REPORT:
+            return
+        advice = loss_advice(self.topic)
+        if not self._advised:
+            self._advised = True
+            self.node.get_logger().warn(advice)
+        if self.on_loss is not None:
+            self.on_loss(advice)
 
     def _follow_publishers(self) -> None:
         publishers = self.node.get_publishers_info_by_topic(self.topic)
@@ -67,13 +159,16 @@ class InputSubscription:
                                         f'{len(publishers)} publisher(s)')
 
 
-def subscribe_input(node: Node, params: dict, msg_type: type, topic: str, callback: Callable) -> InputSubscription:
+def subscribe_input(node: Node, params: dict, msg_type: type, topic: str, callback: Callable,
+                    on_loss: Callable[[str], None] | None = None) -> InputSubscription:
     """Subscribe with the node's 'qos_reliability' and 'qos_depth' parameters."""
-    return InputSubscription(node, msg_type, topic, callback, params['qos_reliability'], params['qos_depth'])
+    return InputSubscription(node, msg_type, topic, callback, params['qos_reliability'], params['qos_depth'],
+                             on_loss)
 
 
-def subscribe_image(node: Node, params: dict, callback: Callable) -> InputSubscription:
+def subscribe_image(node: Node, params: dict, callback: Callable,
+                    on_loss: Callable[[str], None] | None = None) -> InputSubscription:
     """'image/compressed' when the 'use_compressed' parameter is set, else raw 'image'."""
     if params['use_compressed']:
-        return subscribe_input(node, params, CompressedImage, 'image/compressed', callback)
-    return subscribe_input(node, params, Image, 'image', callback)
+        return subscribe_input(node, params, CompressedImage, 'image/compressed', callback, on_loss)
+    return subscribe_input(node, params, Image, 'image', callback, on_loss)

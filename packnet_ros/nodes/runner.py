@@ -1,33 +1,72 @@
-"""The one `main` every node shares: init, spin, close on Ctrl-C or shutdown, clear start-up errors."""
+"""The one `main` every node shares: init, spin, a bounded clean stop, clear start-up errors.
+
+Stopping follows what `ros2 launch` does on Ctrl-C: SIGINT to every node (a terminal sends
+its own SIGINT to the whole process group as well), SIGTERM after 5 s, SIGKILL after 5 more.
+So a node must be done within 5 s of the first signal, and a second signal must not cut its
+stop short. The runner handles SIGINT and SIGTERM itself (rclpy's handlers would shut the
+context down under the node, and turn a second Ctrl-C into a KeyboardInterrupt inside
+close()): the first one ends spinning, close(deadline) runs with the context still valid
+(logging, last messages), later ones are ignored. A worker thread still inside a long
+computation at the deadline (a forward pass of a big network on a busy CPU) is not waited
+for: once close() has saved what must be kept, the process exits without the interpreter's
+teardown, which would otherwise destroy native thread pools under that thread and abort
+("terminate called without an active exception").
+"""
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.config import use_fastdds_profile
 
+STOP_BUDGET_S = 3.0  # launch sends SIGTERM 5 s after SIGINT; leaves time for teardown on a busy CPU
+SPIN_PERIOD_S = 0.1  # how soon a stop signal is noticed
+
+
+class StopSignals:
+    """SIGINT/SIGTERM: while the node starts, abort the start (KeyboardInterrupt); once it runs,
+    set `requested` (once is enough; repeats change nothing)."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.running = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if not self.running and not self.requested.is_set():
+            self.requested.set()
+            raise KeyboardInterrupt
+        self.requested.set()
+
 
 def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Spin the node until shutdown, or until its `finished` future (if it has one) completes.
+    """Spin the node until a stop signal or shutdown, or until its `finished` future (if it has
+    one) completes.
 
-    A node's close() (stop threads, write outputs) runs however spinning ended. A node that
-    cannot start (bad parameter, unusable checkpoint) logs why and exits with status 1. Fast DDS
-    gets our profile (config/fastdds.xml) unless another is configured.
+    The node's close(deadline) (stop threads, save, write outputs) runs however spinning
+    ended, and must return by `deadline` (time.monotonic()). A node that cannot start (bad
+    parameter, unusable checkpoint) logs why and exits with status 1. Fast DDS gets our
+    profile (config/fastdds.xml) unless another is configured.
     """
     use_fastdds_profile()
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopSignals()
     node = None
     try:
         node = make_node()
-        finished = getattr(node, 'finished', None)
-        if finished is not None:
-            rclpy.spin_until_future_complete(node, finished)
-        else:
-            rclpy.spin(node)
+        stop.running = True
+        spin(node, stop.requested)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, CheckpointError, OSError) as exc:
@@ -36,7 +75,44 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(getattr(make_node, '__name__', 'node')).fatal(f'cannot start: {exc}')
         raise SystemExit(1) from exc
     finally:
+        deadline = time.monotonic() + STOP_BUDGET_S
         if node is not None:
-            node.close()
+            node.close(deadline)
             node.destroy_node()
+        ignore_stop_signals()  # rclpy's shutdown restores the default handlers, which would kill us now
         rclpy.try_shutdown()
+        ignore_stop_signals()
+    exit_if_threads_remain()
+
+
+def spin(node: Node, stop: threading.Event) -> None:
+    """Until `stop` is set, the context shuts down or the node's `finished` future is done."""
+    finished = getattr(node, 'finished', None)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and node.context.ok() and not (finished is not None and finished.done()):
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0)
+
+
+def ignore_stop_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def exit_if_threads_remain() -> None:
+    """Exit now (status 0) when a worker thread is still computing: its state is already saved
+    or worthless, and the interpreter's teardown would abort under it."""
+    if any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def join_until(thread: threading.Thread, deadline: float) -> bool:
+    """Wait for `thread` until `deadline` (time.monotonic()); True if it ended."""
+    thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return not thread.is_alive()

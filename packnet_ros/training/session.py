@@ -26,7 +26,7 @@ from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
-from packnet_ros.training.trainer import Trainer, TrainerConfig, forward_motion
+from packnet_ros.training.trainer import StepInterrupted, Trainer, TrainerConfig, forward_motion
 
 EMA = 0.05  # weight of the newest step in the running loss
 # Learning rates the curves chose (DEVELOPERS.md): from random weights 2e-4 is too slow for the
@@ -123,7 +123,8 @@ class SessionStats:
 
 
 class TrainingSession:
-    """Thread-safe where it must be: add() from input callbacks, step() from one trainer thread."""
+    """Thread-safe where it must be: add() from input callbacks, step() from one trainer thread,
+    stop() and save() from the thread that shuts the session down while a step is in flight."""
 
     def __init__(self, config: SessionConfig, logger=None):
         self.config = config
@@ -137,6 +138,7 @@ class TrainingSession:
         self.has_intrinsics = False
         self.trainer, self.origin = self._start()
         self.saved_ema = math.nan  # running loss when the last checkpoint was saved
+        self.saved_step = self.trainer.step_count  # what is on disk already (resumed, or nothing learnt)
         self.announced_weights: dict | None = None
         self._last_save = self._window_start = time.monotonic()
         self._window_steps = 0
@@ -227,6 +229,8 @@ class TrainingSession:
                 return None
         try:
             losses = self.trainer.step(batch)
+        except StepInterrupted:
+            return None
         except distributed.DistributedError:
             raise  # the processes cannot go on apart: the run stops, its last checkpoint resumable
         except (RuntimeError, ValueError) as exc:  # e.g. a camera that changed size mid-run
@@ -265,7 +269,9 @@ class TrainingSession:
         """Back to the last saved checkpoint: weights, optimizer moments and step."""
         path = self.stats.last_saved
         try:
-            self._restore(self.trainer, load_checkpoint(path))
+            with self.trainer.commit_lock:
+                self._restore(self.trainer, load_checkpoint(path))
+                self.saved_step = self.trainer.step_count
         except CheckpointError as exc:  # damaged on disk since: keep going, stop comparing against it
             self.log.error(f'running loss diverged but {exc}; training on')
             self.saved_ema = self.stats.loss_ema
@@ -279,15 +285,7 @@ class TrainingSession:
         """Save now; (saved path, path to announce or None). A save that fails keeps training."""
         t, c = self.trainer, self.config
         self._last_save = time.monotonic()
-        t.fold_scales()
-        path = self.folder.path_for(t.step_count)
-        if distributed.is_main():  # one writer; the others learn from it whether the save worked
-            try:
-                save_checkpoint(path, t.depth_net, t.pose_net, step=t.step_count, input_size=(c.height, c.width),
-                                optimizer=t.optimizer.state_dict(), extra={'loss_ema': self.stats.loss_ema})
-            except (CheckpointError, OSError) as exc:
-                self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
-                path = None
+        path = self._save()
         if not distributed.agree(path is not None):
             self.stats.failed_saves += 1
             return None, None
@@ -295,16 +293,57 @@ class TrainingSession:
         if not distributed.is_main():
             return path, None
         self.folder.prune(c.keep_last, protect=(self.stats.announced, path))
-        validation = self._validate() if c.validate_before_announce else None
-        if validation is not None and not validation.passed:
-            self.stats.not_announced += 1
-            self.log.info(f'saved {path.name}; not announced: held-out loss {validation.candidate:.4f} > '
-                          f'{validation.announced:.4f} of the announced checkpoint')
-            return path, None
-        self.announced_weights = t.weights()
+        with t.commit_lock:  # validation swaps the announced weights in and out
+            validation = self._validate() if c.validate_before_announce else None
+            if validation is not None and not validation.passed:
+                self.stats.not_announced += 1
+                self.log.info(f'saved {path.name}; not announced: held-out loss {validation.candidate:.4f} > '
+                              f'{validation.announced:.4f} of the announced checkpoint')
+                return path, None
+            self.announced_weights = t.weights()
         self.stats.announced = path
         self.log.info(f'announcing {path} (step {t.step_count}, loss {self.stats.loss_ema:.4f})')
         return path, path
+
+    def _save(self) -> Path | None:
+        """Write the live state (rank 0 only); its path, or None when the write failed."""
+        t, c = self.trainer, self.config
+        with t.commit_lock:
+            t.fold_scales()
+            path = self.folder.path_for(t.step_count)
+            if distributed.is_main():  # one writer; the others learn from it whether the save worked
+                try:
+                    save_checkpoint(path, t.depth_net, t.pose_net, step=t.step_count,
+                                    input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),
+                                    extra={'loss_ema': self.stats.loss_ema})
+                except (CheckpointError, OSError) as exc:
+                    self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
+                    return None
+            self.saved_step = t.step_count
+            return path
+
+    def stop(self) -> None:
+        """Drop the step in flight and take no more: the run is ending."""
+        self.trainer.stop()
+
+    def save(self, timeout: float = -1) -> Path | None:
+        """Save the last completed step unless it is on disk already, without validating or
+        announcing: what a stopping run keeps (it resumes from there). Safe while a step of
+        another thread is still in flight. The path written, or None (also when the trainer's
+        own checkpoint, which saves first, kept the state busy beyond `timeout` seconds)."""
+        lock = self.trainer.commit_lock
+        if not lock.acquire(timeout=timeout):
+            return None
+        try:
+            if self.trainer.step_count == self.saved_step:
+                return None
+            path = self._save()
+        finally:
+            lock.release()
+        if path is not None:
+            self.stats.last_saved = path
+            self.folder.prune(self.config.keep_last, protect=(self.stats.announced, path))
+        return path
 
     def _validate(self) -> Validation | None:
         """Held-out loss of the live weights vs the last announced ones, on the same triplets

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,10 @@ from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 
 SCALE_FROM_SPEED = ('loss', 'direct')
+
+
+class StepInterrupted(Exception):
+    """stop() was called during a step: the step was dropped and nothing changed."""
 
 
 def triplets_to_batch(triplets: list[Triplet], device: torch.device):
@@ -102,6 +107,10 @@ class Trainer:
     one DistributedDataParallel module: each process steps on its own batch, gradients and
     the reported losses are averaged over processes, and a non-finite loss anywhere skips
     the step everywhere, so every process keeps the same weights.
+
+    Weights and optimizer state change only inside `commit_lock` (optimizer.step), so another
+    thread holding it sees the state of a completed step even while a forward or backward
+    pass is in flight. stop() drops the step in flight at its next phase boundary.
     """
 
     def __init__(self, depth_net: PackNet, pose_net: PoseNet, K: np.ndarray, config: TrainerConfig | None = None,
@@ -125,6 +134,18 @@ class Trainer:
         self.replicated = distributed.replicate(self.networks, self.device)
         self.step_count = 0
         self.skipped_nonfinite = 0
+        self.commit_lock = threading.RLock()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Drop the step in flight (if any) and every later one. Not under torchrun, where
+        every process must join each step's collectives."""
+        self.stopping.set()
+
+    def _check_stop(self) -> None:
+        if self.stopping.is_set() and not distributed.active():
+            self.optimizer.zero_grad(set_to_none=True)
+            raise StepInterrupted(f'stopped during step {self.step_count + 1}')
 
     def set_intrinsics(self, K: np.ndarray) -> None:
         """Intrinsics [3,3] at the training resolution (e.g. when a new camera_info arrives)."""
@@ -168,8 +189,10 @@ class Trainer:
             raise distributed.DistributedError(f'training step {self.step_count + 1} failed: {exc}') from exc
 
     def _step(self, triplets: list[Triplet]) -> dict[str, float] | None:
+        self._check_stop()
         self.networks.train()
         out = self.losses(triplets)
+        self._check_stop()
         self.optimizer.zero_grad(set_to_none=True)
         if distributed.active():
             out['loss'].backward()  # every process joins the gradient average, even when it will be skipped
@@ -183,10 +206,12 @@ class Trainer:
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'], self.config.grad_clip)
         ramp = self.warmup_factor()
-        for group in self.optimizer.param_groups:
-            group['lr'] = group['base_lr'] * ramp
-        self.optimizer.step()
-        self.step_count += 1
+        with self.commit_lock:
+            self._check_stop()
+            for group in self.optimizer.param_groups:
+                group['lr'] = group['base_lr'] * ramp
+            self.optimizer.step()
+            self.step_count += 1
         return {k: float(v.detach()) for k, v in out.items()} | {'depth_scale': self.depth_scale()}
 
     def current_velocity_weight(self) -> float:

@@ -10,6 +10,7 @@ a node publishes means the same whatever the backend.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 
@@ -21,6 +22,18 @@ from packnet_ros.networks import PackNet
 BACKENDS = ('torch', 'onnxruntime')
 AUTOCAST = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 PRECISIONS = (*AUTOCAST, 'int8')  # int8: a quantized onnxruntime model, on the CPU
+
+
+def onnxruntime_missing(export: bool = True) -> str:
+    """The modules the onnxruntime backend needs that do not import ('' when all do):
+    onnxruntime to run, and onnx too when a checkpoint must be exported first."""
+    missing = []
+    for name in ('onnx', 'onnxruntime') if export else ('onnxruntime',):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return ' and '.join(missing)
 
 
 class TorchBackend:

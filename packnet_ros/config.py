@@ -25,6 +25,14 @@ def shipped_model(name: str = 'synthetic_scale_free.ckpt') -> Path:
     return Path(get_package_share_directory('packnet_ros')) / 'models' / name
 
 
+def output_dir(environ: dict | None = None) -> Path:
+    """Where nodes write what they keep (checkpoints, metrics) unless told otherwise:
+    $ROS_HOME/packnet_ros, ROS_HOME defaulting to ~/.ros as for ROS 2's own logs. Not the
+    working directory, which under `ros2 launch` is wherever the user happened to be."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get('ROS_HOME') or Path.home() / '.ros').expanduser() / 'packnet_ros'
+
+
 def use_fastdds_profile(environ: dict | None = None) -> str:
     """Point Fast DDS at our profile (large shared-memory segments) unless the user chose one.
 

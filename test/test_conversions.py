@@ -7,6 +7,7 @@ from std_msgs.msg import Header
 
 from packnet_ros.nodes.conversions import (
     ConversionError,
+    calibration_of,
     camera_matrix,
     cloud_to_points,
     compressed_to_rgb,
@@ -14,7 +15,9 @@ from packnet_ros.nodes.conversions import (
     depth_to_points,
     image_to_depth,
     image_to_rgb,
+    limit_range,
     points_to_cloud,
+    rectified_camera_info,
 )
 
 RNG = np.random.default_rng(0)
@@ -115,3 +118,33 @@ def test_camera_matrix_prefers_rectified_projection():
     assert camera_matrix(info)[0, 0] == 7.0
     with pytest.raises(ConversionError, match='focal'):
         camera_matrix(CameraInfo(width=8, height=6))
+
+
+def test_out_of_range_depth_follows_rep117_or_nan():
+    depth = np.array([[0.2, 0.5, 3.0], [80.0, 81.0, np.nan]], dtype=np.float32)
+    np.testing.assert_array_equal(limit_range(depth, 0.5, 80.0),
+                                  [[-np.inf, 0.5, 3.0], [80.0, np.inf, np.nan]])
+    np.testing.assert_array_equal(limit_range(depth, 0.5, 80.0, 'nan'),
+                                  [[np.nan, 0.5, 3.0], [80.0, np.nan, np.nan]])
+    assert np.isnan(depth[1, 2]) and depth[0, 0] == np.float32(0.2)  # the input is left alone
+    with pytest.raises(ValueError, match='convention'):
+        limit_range(depth, 0.5, 80.0, 'zero')
+
+
+def test_calibration_of_camera_info_reads_distortion_and_rectified_intrinsics():
+    info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
+    info.k = [500.0, 0, 320, 0, 500, 240, 0, 0, 1]
+    info.d = [-0.3, 0.1, 0.001, 0.0, 0.0]
+    info.r = [1.0, 0, 0, 0, 1, 0, 0, 0, 1]
+    info.p = [450.0, 0, 322, 0, 0, 450, 238, 0, 0, 0, 1, 0]
+    calibration = calibration_of(info)
+    assert calibration.distorted and calibration.needs_rectification and calibration.D == (-0.3, 0.1, 0.001, 0, 0)
+    np.testing.assert_array_equal(calibration.rectified_K, [[450, 0, 322], [0, 450, 238], [0, 0, 1]])
+    out = rectified_camera_info(info, calibration.rectified_K, 640, 480)
+    assert list(out.d) == [0.0] * 5 and list(out.p) == [450.0, 0, 322, 0, 0, 450, 238, 0, 0, 0, 1, 0]
+    info.distortion_model = 'fisheye_kannala'
+    with pytest.raises(ConversionError, match="'fisheye_kannala' is not supported"):
+        calibration_of(info)
+    info.distortion_model, info.d = 'equidistant', [0.1, 0.0]
+    with pytest.raises(ConversionError, match='needs 4 coefficients'):
+        calibration_of(info)

@@ -32,12 +32,16 @@ def make_checkpoint(path, seed):
     return save_checkpoint(path, PackNetSlim01(width=0.25), input_size=SIZE, step=seed)
 
 
-def expected_depth(checkpoint, rgb):
-    """What the core library gives for this frame with the node's defaults: range 0.5-80 m and,
-    on a CPU, the onnxruntime backend (its depth is held to torch's in test_export.py and below)."""
+def rep117(depth, near=0.5, far=80.0):
+    """REP 117: nearer than the range -Inf, farther +Inf."""
+    return np.where(depth < near, -np.inf, np.where(depth > far, np.inf, depth)).astype(np.float32)
+
+
+def expected_depth(checkpoint, rgb, backend='onnxruntime'):
+    """What the core library gives for this frame with the node's defaults: range 0.5-80 m (REP 117)
+    and, on a CPU, the onnxruntime backend (its depth is held to torch's in test_export.py and below)."""
     net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
-    return DepthEstimator.from_checkpoint(checkpoint, min_depth=0.5, max_depth=80.0,
-                                          backend='onnxruntime').infer(net_rgb)
+    return rep117(DepthEstimator.from_checkpoint(checkpoint, backend=backend).infer(net_rgb))
 
 
 def to_msg(rgb, stamp, encoding='rgb8'):
@@ -125,6 +129,7 @@ def test_depth_and_points_for_every_frame(session, kitti):
         points = cloud_to_points(cloud)
         assert (cloud.height, cloud.width) == SIZE and [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb']
         v, u = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+        depth = np.where(np.isfinite(depth), depth, np.nan)  # the cloud has NaN where depth is out of range
         np.testing.assert_allclose(points[..., 2], depth, equal_nan=True)
         np.testing.assert_allclose(points[..., 0], (u - K[0, 2]) / K[0, 0] * depth, rtol=1e-5, atol=1e-6,
                                    equal_nan=True)
@@ -219,9 +224,7 @@ def test_an_exported_onnx_model_is_served_like_a_checkpoint(session, kitti):
     assert 'b.onnx' in diagnostic_value(client, 'model') and diagnostic_value(client, 'backend') == 'onnxruntime'
     np.testing.assert_allclose(got, expected, rtol=1e-5, equal_nan=True)
     # and it is torch's depth for the same weights, within the export's tolerance
-    net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
-    torch_depth = DepthEstimator.from_checkpoint(ckpt_b, min_depth=0.5, max_depth=80.0).infer(net_rgb)
-    np.testing.assert_allclose(got, torch_depth, rtol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(got, expected_depth(ckpt_b, rgb, backend='torch'), rtol=1e-4, equal_nan=True)
 
 
 def test_setting_the_checkpoint_parameter_reloads(session, kitti):
@@ -256,3 +259,88 @@ def test_diagnostics_report_model_and_counts(session):
     assert values['backend'] == 'onnxruntime'  # backend auto, fp32 on a CPU
     # Every test here sends a frame only once the previous one was answered: nothing to drop.
     assert int(values['dropped']) == 0 and float(values['latency_ms_p95']) > 0
+
+
+def test_a_distorted_camera_is_rectified(session):
+    """A camera with lens distortion (plumb_bob): depth and cloud are those of the undistorted
+    rendering of the same view, and depth/camera_info describes the rectified camera."""
+    from packnet_ros.config import shipped_model
+    from packnet_ros.data.synthetic import CameraRig, drive
+    from packnet_ros.geometry import Calibration, distort_image
+
+    client = session[0]
+    stamps = itertools.count(700)
+
+    def serving_shipped():  # a trained network: its depth follows the image's structure
+        client.send(frame.rgb, next(stamps))
+        return 'synthetic_scale_free' in (diagnostic_value(client, 'model') or '')
+    rig = CameraRig(384, 128, fov_x_deg=70.0)
+    frame = next(iter(drive(1, seed=2, camera=rig)))
+    client.pub_ckpt.publish(String(data=str(shipped_model())))
+    client.probe.wait_for(serving_shipped, DEADLINE, 'depth_node to serve the shipped model')
+    K = rig.K
+    calibration = Calibration(width=384, height=128, K=K, D=(-0.25, 0.08, 0.001, -0.001, 0.0), R=np.eye(3),
+                              P=np.hstack([K, np.zeros((3, 1))]), model='plumb_bob')
+    distorted = distort_image(frame.rgb, K, calibration)
+
+    def camera_info(d):
+        info = CameraInfo(header=Header(frame_id=FRAME_ID), width=384, height=128, distortion_model='plumb_bob')
+        info.k, info.d = K.reshape(-1).tolist(), list(d)
+        info.r, info.p = np.eye(3).reshape(-1).tolist(), calibration.P.reshape(-1).tolist()
+        return info
+
+    def depth_and_points(rgb, d):
+        client.pub_info.publish(camera_info(d))
+        stamp = next(stamps)
+        client.probe.wait_for(lambda: [client.send(rgb, stamp)], DEADLINE, 'depth')  # camera_info arrives first
+        stamp = next(stamps)
+        depth = image_to_depth(client.send(rgb, stamp)).copy()
+        points = cloud_to_points(client.probe.wait_for(lambda: client.points.get(stamp), DEADLINE, 'points'))
+        return depth, points, client.probe.wait_for(lambda: client.infos.get(stamp), DEADLINE, 'camera_info')
+
+    rectified, rectified_points, info = depth_and_points(distorted, calibration.D)
+    pinhole, pinhole_points, _ = depth_and_points(frame.rgb, [0.0] * 5)
+    raw, _, _ = depth_and_points(distorted, [0.0] * 5)  # the same distorted frame, taken for pinhole
+
+    inner = (slice(8, -8), slice(16, -16))  # rectification leaves the corners without image
+
+    def error(depth):
+        return float(np.nanmedian(np.abs(depth[inner] / pinhole[inner] - 1)))
+    assert error(rectified) < 0.02 and error(raw) > 3 * error(rectified), (error(rectified), error(raw))
+    z, z_pinhole = rectified_points[..., 2][inner], pinhole_points[..., 2][inner]
+    assert float(np.nanmedian(np.abs(z / z_pinhole - 1))) < 0.02
+    assert list(info.d) == [0.0] * 5 and list(info.r) == np.eye(3).reshape(-1).tolist()
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), scale_intrinsics(K, 0.5, 0.5), rtol=1e-9)
+    print(f'median relative depth difference to the pinhole rendering: rectified {error(rectified):.4f}, '
+          f'unrectified {error(raw):.4f}')
+
+
+def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
+    """A workspace that installed only torch: the CPU default (onnxruntime, int8) falls back to
+    torch in fp32 with a warning, instead of dying on the first export."""
+    blocker = tmp_path / 'site'
+    blocker.mkdir()
+    (blocker / 'sitecustomize.py').write_text(
+        'import sys\n'
+        'class Block:\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        '        if name.split(".")[0] in ("onnx", "onnxruntime"):\n'
+        '            raise ModuleNotFoundError(f"No module named {name!r}")\n'
+        'sys.meta_path.insert(0, Block())\n')
+    ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
+    from packnet_ros.node_process import ros_environment
+    env = {**ros_environment(), 'PYTHONPATH': str(blocker)}
+    proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt), 'device': 'cpu'}, env=env)
+    probe = ClientNode('no_onnx_test')
+    client = DepthClient(probe)
+    try:
+        probe.wait_for(lambda: diagnostic_value(client, 'input_reliability') == 'reliable', DEADLINE, 'depth_node')
+        depth = image_to_depth(client.send(kitti[1][0], 1))
+        np.testing.assert_allclose(depth, expected_depth(ckpt, kitti[1][0], backend='torch'), rtol=1e-5)
+        assert (diagnostic_value(client, 'backend'), diagnostic_value(client, 'precision')) == ('torch', 'fp32')
+    finally:
+        probe.close()
+        proc.stop()
+    log = proc.log.read_text()
+    assert 'onnx and onnxruntime not installed: serving with torch in fp32' in log and proc.popen.returncode == 0

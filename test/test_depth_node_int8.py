@@ -100,14 +100,16 @@ def test_int8_refused_serves_float(tmp_path, kitti):
 
 
 
-def test_auto_precision_is_int8_only_for_a_checkpoint_on_a_cpu():
-    from packnet_ros.nodes.depth_node import choose_precision
+def test_auto_serving_is_int8_only_for_a_checkpoint_on_a_cpu():
+    from packnet_ros.nodes.depth_node import Serving, choose_serving
 
     cpu, gpu = torch.device('cpu'), torch.device('cuda')
-    assert choose_precision('auto', 'auto', cpu, 'model.ckpt') == 'int8'
-    assert choose_precision('auto', 'onnxruntime', cpu, 'model.ckpt') == 'int8'
-    assert choose_precision('auto', 'torch', cpu, 'model.ckpt') == 'fp32'
-    assert choose_precision('auto', 'auto', gpu, 'model.ckpt') == 'fp32'
-    assert choose_precision('auto', 'auto', cpu, 'model.onnx') == 'fp32'  # the file's own precision then
-    assert choose_precision('auto', 'auto', cpu, '') == 'fp32'  # untrained network: torch
-    assert choose_precision('bf16', 'auto', cpu, 'model.ckpt') == 'bf16'
+    assert choose_serving('auto', 'auto', cpu, 'model.ckpt') == Serving('onnxruntime', 'int8')
+    assert choose_serving('onnxruntime', 'auto', cpu, 'model.ckpt') == Serving('onnxruntime', 'int8')
+    assert choose_serving('torch', 'auto', cpu, 'model.ckpt') == Serving('torch', 'fp32')
+    assert choose_serving('auto', 'auto', gpu, 'model.ckpt') == Serving('torch', 'fp32')
+    assert choose_serving('auto', 'auto', cpu, 'model.onnx') == Serving('onnxruntime', 'fp32')  # the file decides
+    assert choose_serving('auto', 'auto', cpu, '') == Serving('torch', 'fp32')  # untrained network: torch
+    assert choose_serving('auto', 'bf16', cpu, 'model.ckpt') == Serving('torch', 'bf16')
+    with pytest.raises(ValueError, match='int8 needs'):
+        choose_serving('torch', 'int8', cpu, 'model.ckpt')

@@ -166,6 +166,58 @@ def test_offline_training_defaults_to_the_nodes_recipe():
     shared = [f for f in fields(SessionConfig) if f.name in PARAMETERS and f.default is not MISSING]
     names = {f.name for f in shared}
     assert {'velocity_loss_weight', 'depth_scale_lr', 'translation_scale_lr', 'motion_prior'} <= names
-    differ = {f.name: (f.default, PARAMETERS[f.name][0]) for f in shared
-              if f.name != 'device' and f.default != PARAMETERS[f.name][0]}
+    differ = {f.name: (f.default, PARAMETERS[f.name].default) for f in shared
+              if f.name != 'device' and f.default != PARAMETERS[f.name].default}
     assert differ == {}
+
+
+def test_distorted_frames_are_rectified_before_training(tmp_path):
+    """Training sees the pinhole camera its loss assumes: frames of a distorted camera are
+    rectified, and the intrinsics are the rectified ones."""
+    import cv2
+    import numpy as np
+    from rclpy.parameter import Parameter
+
+    from packnet_ros.geometry import Calibration, distort_image, scale_intrinsics
+    from packnet_ros.nodes.training_node import TrainingNode
+
+    rig = CameraRig(384, 128, fov_x_deg=70.0)
+    views = list(drive(4, seed=2, camera=rig, start_time=3.0))
+    K = rig.K
+    P = np.hstack([K * [[0.9], [0.9], [1]], np.zeros((3, 1))])  # the rectified camera zooms out a little
+    calibration = Calibration(width=384, height=128, K=K, D=(-0.25, 0.08, 0.001, -0.001, 0.0), R=np.eye(3), P=P)
+    overrides = [Parameter('checkpoint_dir', value=str(tmp_path)), Parameter('width', value=W),
+                 Parameter('height', value=H), Parameter('device', value='cpu'), Parameter('min_distance', value=0.0),
+                 Parameter('holdout_every', value=0)]
+    probe = ClientNode('rectify_test', make_node=lambda context: TrainingNode(context=context,
+                                                                              parameter_overrides=overrides))
+    node = probe.node
+    try:
+        info = CameraInfo(header=Header(frame_id='cam'), width=384, height=128, distortion_model='plumb_bob')
+        info.k, info.d = K.reshape(-1).tolist(), list(calibration.D)
+        info.r, info.p = np.eye(3).reshape(-1).tolist(), P.reshape(-1).tolist()
+        node.on_camera_info(info)
+        for view in views:  # each frame rendered as the rectified (pinhole P) camera sees it, then distorted
+            for dt in (0.0, 0.05):
+                odom = Odometry(header=Header(stamp=to_time(view.stamp + dt)))
+                odom.twist.twist.linear.x = view.speed
+                node.on_velocity(odom)
+            distorted = distort_image(view.rgb, K, Calibration(width=384, height=128, K=K, D=calibration.D,
+                                                               R=np.eye(3), P=np.hstack([K, np.zeros((3, 1))])))
+            node.on_image(Image(header=Header(stamp=to_time(view.stamp), frame_id='cam'), height=128, width=384,
+                                encoding='rgb8', step=384 * 3, data=np.ascontiguousarray(distorted).tobytes()))
+        triplets = list(node.session.buffer.items)
+        assert triplets, dict(node.accumulator.skipped)
+        np.testing.assert_allclose(node.session.trainer.K.numpy(), scale_intrinsics(P[:, :3], W / 384, H / 128),
+                                   rtol=1e-6)
+        # what the rectified camera sees: the view re-rendered through P, at training size
+        expected = [cv2.resize(distort_image(v.rgb, K, Calibration(width=384, height=128, K=P[:, :3], D=(),
+                                                                   R=np.eye(3), P=P)), (W, H),
+                               interpolation=cv2.INTER_AREA) for v in views]
+        target = triplets[0].images[1].astype(float)
+        inner = (slice(4, -4), slice(8, -8))
+        got = np.abs(target - expected[1])[inner].mean()
+        unrectified = np.abs(target - cv2.resize(views[1].rgb, (W, H), interpolation=cv2.INTER_AREA))[inner].mean()
+        assert got < 4 and unrectified > 2 * got, (got, unrectified)
+    finally:
+        probe.close()

@@ -17,12 +17,15 @@ from packnet_ros.data.decode import (  # noqa: F401  (re-exported for the nodes)
     ENCODINGS,
     MAX_IMAGE_PIXELS,
     ConversionError,
+    calibration_of,
     camera_matrix,
     compressed_size,
     compressed_to_rgb,
     image_to_rgb,
     to_rgb,
 )
+
+INVALID_DEPTH = ('rep117', 'nan')
 
 
 def _as_array(data: np.ndarray) -> array.array:
@@ -31,8 +34,23 @@ def _as_array(data: np.ndarray) -> array.array:
     return out
 
 
+def limit_range(depth: np.ndarray, min_depth: float, max_depth: float, convention: str = 'rep117') -> np.ndarray:
+    """Depth [H,W] metres with what lies outside [min_depth, max_depth] marked as REP 117 says
+    ('rep117': -Inf too near, +Inf too far, NaN no estimate) or all NaN ('nan')."""
+    if convention not in INVALID_DEPTH:
+        raise ValueError(f'convention must be one of {INVALID_DEPTH}, got {convention!r}')
+    out = np.array(depth, dtype=np.float32)
+    with np.errstate(invalid='ignore'):
+        near, far = out < min_depth, out > max_depth
+    if convention == 'nan':
+        out[near | far] = np.nan
+    else:
+        out[near], out[far] = -np.inf, np.inf
+    return out
+
+
 def depth_to_image(depth: np.ndarray, header: Header) -> Image:
-    """float32 metres [H,W] -> sensor_msgs/Image 32FC1 (NaN = invalid, REP 118)."""
+    """float32 metres [H,W] -> sensor_msgs/Image 32FC1 (REP 117/118)."""
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     h, w = depth.shape
     return Image(header=header, height=h, width=w, encoding='32FC1', is_bigendian=0,
@@ -53,8 +71,9 @@ def image_to_depth(msg: Image) -> np.ndarray:
     return rows[:, :msg.width * 4].view(np.float32)
 
 
-def scaled_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: int) -> CameraInfo:
-    """CameraInfo for the same camera at another resolution (rectified, no distortion)."""
+def rectified_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: int) -> CameraInfo:
+    """CameraInfo of the rectified camera with intrinsics K at width x height: no distortion,
+    identity rectification, P = [K | 0] (what depth and points are published for)."""
     out = CameraInfo(header=info.header, width=width, height=height, distortion_model='plumb_bob')
     out.d = [0.0] * 5
     out.k = K.reshape(-1).tolist()

@@ -14,21 +14,23 @@ from pathlib import Path
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from packnet_ros.config import output_dir
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.nodes.conversions import ConversionError, image_to_depth
 from packnet_ros.nodes.diagnostics import StatusPublisher
-from packnet_ros.nodes.inputs import InputSubscription
-from packnet_ros.nodes.parameters import declare_parameters
+from packnet_ros.nodes.inputs import INPUT_PARAMETERS, InputSubscription
+from packnet_ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.nodes.runner import run
 
 PARAMETERS = {
-    'output_json': ('', 'file written at shutdown with per-frame metrics and the summary; empty = none'),
-    'min_depth': (1e-3, 'metres; ground truth outside [min_depth, max_depth] is ignored'),
-    'max_depth': (80.0, 'metres'),
-    'crop': ('garg', '"garg" (KITTI evaluation crop) or "none"'),
-    'window': (20, 'frames in the first/latest windows'),
-    'max_pending': (50, 'unpaired messages kept per topic (and the input queue depth)'),
-    'qos_reliability': ('auto', 'input QoS: auto (follow the publishers), reliable or best_effort'),
+    'output_json': Param('', 'file written at shutdown with per-frame metrics and the summary; empty = none; '
+                             'a relative path is under $ROS_HOME/packnet_ros'),
+    'min_depth': Param(1e-3, 'metres; ground truth outside [min_depth, max_depth] is ignored', low=0.0),
+    'max_depth': Param(80.0, 'metres', low=0.0),
+    'crop': Param('garg', '"garg" (KITTI evaluation crop) or "none"', choices=('garg', 'none')),
+    'window': Param(20, 'frames in the first/latest windows', low=1),
+    'max_pending': Param(50, 'unpaired messages kept per topic (and the input queue depth)', low=1),
+    'qos_reliability': INPUT_PARAMETERS['qos_reliability'],
 }
 
 
@@ -36,8 +38,6 @@ class DepthEvaluator(Node):
     def __init__(self):
         super().__init__('depth_evaluator')
         p = self.params = declare_parameters(self, PARAMETERS)
-        if p['crop'] not in ('garg', 'none'):
-            raise ValueError(f'crop must be "garg" or "none", got {p["crop"]!r}')
         self.pending = {'depth': OrderedDict(), 'depth_gt': OrderedDict()}
         self.records: list[dict] = []
         self.lock = threading.Lock()
@@ -93,13 +93,13 @@ class DepthEvaluator(Node):
                 values[f'{part}_scale_ratio'] = f'{s[part]["scale_ratio"]:.4f}'
         self.status.publish(f'{s["frames"]} frames evaluated', values)
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
         self.write_json()
 
     def write_json(self) -> None:
         if not self.params['output_json']:
             return
-        path = Path(self.params['output_json'])
+        path = output_dir() / Path(self.params['output_json']).expanduser()  # an absolute path stays as it is
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
             records = list(self.records)

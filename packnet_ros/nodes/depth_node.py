@@ -1,14 +1,20 @@
 """depth_node: camera image in, metric depth image and organised point cloud out.
 
 Threads: the executor only stores incoming frames (latest wins, older unprocessed frames
-are counted as dropped); one worker thread runs inference and publishes; checkpoints
-announced on the topic load on their own thread and the worker swaps models between frames.
-With precision int8 the node serves the float model until it has kept calibration frames
-from its own camera, then quantizes on the loader thread and swaps (and quantizes every
-checkpoint announced after that with the same frames).
+are counted as dropped); one worker thread rectifies (when camera_info has distortion),
+runs inference and publishes; checkpoints announced on the topic load on their own thread
+and the worker swaps models between frames. With precision int8 the node serves the float
+model until it has kept calibration frames from its own camera, then quantizes on the
+loader thread and swaps (and quantizes every checkpoint announced after that with the
+same frames).
+
+The same data flow runs as a plain node (`depth_node`: configured and active from the
+start) and as a managed one (`lifecycle_depth_node`: configure loads the model, activate
+subscribes), through DepthServing's configure/activate/deactivate/cleanup.
 """
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import deque
@@ -23,62 +29,83 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
-from packnet_ros.backends import BACKENDS
+from packnet_ros.backends import BACKENDS, onnxruntime_missing
 from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.export import ExportError
 from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.geometry.distortion import Rectifier, RectifierCache
 from packnet_ros.image import colorize_depth
 from packnet_ros.inference import DepthEstimator, resolve_device
-from packnet_ros.networks import build_depth_net
+from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
 from packnet_ros.nodes.conversions import (
+    INVALID_DEPTH,
     ConversionError,
-    camera_matrix,
+    calibration_of,
     depth_to_image,
     depth_to_points,
+    limit_range,
     points_to_cloud,
+    rectified_camera_info,
     rgb_to_image,
-    scaled_camera_info,
     to_rgb,
 )
 from packnet_ros.nodes.diagnostics import Health, StatusPublisher
-from packnet_ros.nodes.inputs import subscribe_image, subscribe_input
-from packnet_ros.nodes.parameters import declare_parameters
-from packnet_ros.nodes.runner import run
-from packnet_ros.quantization import CalibrationFrames
+from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
+from packnet_ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.nodes.runner import join_until, run
+from packnet_ros.quantization import MIN_FRAMES, CalibrationFrames
 
 WARN_PERIOD_S = 5.0
 
 PARAMETERS = {
-    # name: (default, description)
-    'checkpoint': ('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained network'),
-    'backend': ('auto', 'torch, onnxruntime, or auto: onnxruntime for fp32 and int8 on a CPU (faster there), '
-                        'torch otherwise; an .onnx checkpoint always runs on onnxruntime'),
-    'arch': ('PackNetSlim01', 'architecture when no checkpoint is given: PackNet01 or PackNetSlim01'),
-    'model_width': (1.0, 'channel width factor when no checkpoint is given'),
-    'width': (0, 'network input width (multiple of 32); 0 = the checkpoint\'s training size'),
-    'height': (0, 'network input height (multiple of 32); 0 = the checkpoint\'s training size'),
-    'device': ('auto', 'auto, cpu, cuda or cuda:N'),
-    'threads': (0, 'CPU threads for inference (torch or onnxruntime); 0 = all cores'),
-    'precision': ('auto', 'fp32, fp16 or bf16 (autocast), int8 (onnxruntime on a CPU, calibrated on this '
-                          'camera\'s frames; float is served until then), or auto: int8 for a checkpoint on '
-                          'a CPU, the file\'s own for an .onnx, fp32 otherwise'),
-    'calibration_frames': (16, 'int8: camera frames kept for calibration'),
-    'calibration_period': (2.0, 'int8: seconds at least between two kept calibration frames'),
-    'int8_tolerance': (0.03, 'int8: largest median relative change of depth against float on the calibration '
-                             'frames; a model beyond it is served in float'),
-    'output_resolution': ('network', 'publish depth at "network" or "input" image resolution'),
-    'min_depth': (0.5, 'metres; nearer predictions are published as NaN'),
-    'max_depth': (80.0, 'metres; farther predictions are published as NaN'),
-    'point_stride': (1, 'publish every Nth pixel (rows and columns) in the point cloud'),
-    'publish_points': (True, 'publish the organised point cloud on "points"'),
-    'publish_colored': (False, 'publish a colour-mapped depth image on "depth/colored"'),
-    'max_rate': (0.0, 'frames per second at most (0 = as fast as inference allows); on a CPU shared '
-                      'with training_node this leaves cores to training'),
-    'max_image_pixels': (50_000_000, 'larger images (raw or compressed, checked before decoding) are dropped'),
-    'use_compressed': (False, 'subscribe "image/compressed" (jpeg/png) instead of raw "image"'),
-    'qos_reliability': ('auto', 'input QoS: auto (follow the publishers), reliable or best_effort'),
-    'qos_depth': (2, 'input queue depth'),
+    'checkpoint': Param('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained '
+                            'network. May change at run time: the new model serves once loaded', dynamic=True),
+    'backend': Param('auto', 'torch, onnxruntime, or auto: onnxruntime for fp32 and int8 on a CPU (faster there), '
+                             'torch otherwise; an .onnx checkpoint always runs on onnxruntime',
+                     choices=('auto', *BACKENDS)),
+    'arch': Param('PackNetSlim01', 'architecture when no checkpoint is given', choices=tuple(DEPTH_NETWORKS)),
+    'model_width': Param(1.0, 'channel width factor when no checkpoint is given', low=0.01, high=4.0),
+    'width': Param(0, 'network input width (multiple of 32); 0 = the checkpoint\'s training size', low=0,
+                   high=8192),
+    'height': Param(0, 'network input height (multiple of 32); 0 = the checkpoint\'s training size', low=0,
+                    high=8192),
+    'device': Param('auto', 'auto, cpu, cuda or cuda:N'),
+    'threads': Param(0, 'CPU threads for inference (torch or onnxruntime); 0 = all cores', low=0),
+    'precision': Param('auto', 'fp32, fp16 or bf16 (autocast), int8 (onnxruntime on a CPU, calibrated on this '
+                               'camera\'s frames; float is served until then), or auto: int8 for a checkpoint on '
+                               'a CPU, the file\'s own for an .onnx, fp32 otherwise',
+                       choices=('auto', 'fp32', 'fp16', 'bf16', 'int8')),
+    'calibration_frames': Param(16, 'int8: camera frames kept for calibration', low=MIN_FRAMES),
+    'calibration_period': Param(2.0, 'int8: seconds at least between two kept calibration frames', low=0.0),
+    'int8_tolerance': Param(0.03, 'int8: largest median relative change of depth against float on the '
+                                  'calibration frames; a model beyond it is served in float', low=0.0, high=1.0),
+    'output_resolution': Param('network', 'publish depth at "network" or "input" image resolution',
+                               choices=('network', 'input')),
+    'min_depth': Param(0.5, 'metres; nearer predictions are published as -Inf (REP 117; NaN with '
+                            'invalid_depth nan)', low=0.0),
+    'max_depth': Param(80.0, 'metres; farther predictions are published as +Inf (REP 117; NaN with '
+                             'invalid_depth nan)', low=0.0),
+    'invalid_depth': Param('rep117', 'depth pixels outside [min_depth, max_depth]: "rep117" (-Inf too near, +Inf '
+                                     'too far, NaN no estimate) or "nan" (NaN for all, for NaN-only consumers); '
+                                     'the cloud always has NaN there', choices=INVALID_DEPTH),
+    'input_rectified': Param(False, 'the image is rectified already (e.g. image_proc\'s image_rect): use '
+                                    'camera_info\'s P and do not rectify, whatever its distortion'),
+    'point_stride': Param(1, 'publish every Nth pixel (rows and columns) in the point cloud', low=1, high=64),
+    'publish_points': Param(True, 'publish the organised point cloud on "points"'),
+    'publish_colored': Param(False, 'publish a colour-mapped depth image on "depth/colored"'),
+    'max_rate': Param(0.0, 'frames per second at most (0 = as fast as inference allows); on a CPU shared '
+                           'with training_node this leaves cores to training', low=0.0),
+    **INPUT_PARAMETERS,
+    'qos_depth': Param(2, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
+                       high=1000),
 }
+
+
+class Int8(enum.Enum):
+    NOT_USED = 'not used'
+    CALIBRATING = 'calibrating'
+    SERVING = 'serving int8'
+    REFUSED = 'refused, serving float'
 
 
 class LatestFrame:
@@ -141,104 +168,163 @@ class Timings:
 
 
 class CameraModel:
-    """A validated camera_info and its intrinsics; the depth-resolution variants are computed once."""
+    """A validated camera_info: how its images are rectified, and the rectified intrinsics and
+    camera_info at the resolutions depth is published at (computed once per size)."""
 
-    def __init__(self, info: CameraInfo, K: np.ndarray):
-        self.info, self.K = info, K
+    def __init__(self, info: CameraInfo, rectifier: Rectifier, rectify: bool):
+        self.info, self.rectifier, self.rectify = info, rectifier, rectify
         self._scaled: dict[tuple[int, int], tuple[np.ndarray, CameraInfo]] = {}
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.info.width, self.info.height
+
+    def rectified(self, rgb: np.ndarray) -> np.ndarray:
+        return self.rectifier.rectify(rgb) if self.rectify else rgb
+
     def at(self, width: int, height: int) -> tuple[np.ndarray, CameraInfo]:
-        """Intrinsics and camera_info at another resolution."""
+        """Rectified intrinsics and camera_info at another resolution."""
         if (width, height) not in self._scaled:
-            K = scale_intrinsics(self.K, width / self.info.width, height / self.info.height)
-            self._scaled[(width, height)] = K, scaled_camera_info(self.info, K, width, height)
+            K = scale_intrinsics(self.rectifier.K, width / self.info.width, height / self.info.height)
+            self._scaled[(width, height)] = K, rectified_camera_info(self.info, K, width, height)
         return self._scaled[(width, height)]
 
 
-def choose_precision(name: str, backend: str, device: torch.device, checkpoint: str) -> str:
-    """'auto' -> int8 where it is measured to keep depth (CPU, onnxruntime, a checkpoint to
-    quantize: README), fp32 otherwise; an .onnx model runs in its own precision whatever."""
-    if name != 'auto':
-        return name
-    cpu_onnxruntime = device.type == 'cpu' and backend in ('auto', 'onnxruntime')
-    return 'int8' if cpu_onnxruntime and checkpoint and not checkpoint.endswith('.onnx') else 'fp32'
+@dataclass(frozen=True)
+class Serving:
+    """How models are served: the backend and precision asked for, resolved on this machine."""
+
+    backend: str
+    precision: str
+    note: str = ''  # why it differs from what the parameters asked, for a warning
 
 
-def choose_backend(name: str, device: torch.device, precision: str) -> str:
-    """'auto' -> onnxruntime for fp32 and int8 on a CPU (faster there: README), torch otherwise
-    (GPUs, fp16/bf16)."""
-    if name == 'auto':
-        return 'onnxruntime' if device.type == 'cpu' and precision in ('fp32', 'int8') else 'torch'
-    if name not in BACKENDS:
-        raise ValueError(f'backend must be auto or one of {BACKENDS}, got {name!r}')
-    return name
+def choose_serving(backend: str, precision: str, device: torch.device, checkpoint: str) -> Serving:
+    """'auto' -> onnxruntime on a CPU for fp32, and int8 for a checkpoint there (both measured
+    faster with the same depth: README); torch for GPUs, fp16/bf16 and untrained networks.
+    Without onnx/onnxruntime installed, torch in fp32 with a note (an .onnx file still needs them)."""
+    onnx_file = checkpoint.endswith('.onnx')
+    cpu = device.type == 'cpu'
+    if precision == 'auto':
+        precision = 'int8' if cpu and backend in ('auto', 'onnxruntime') and checkpoint and not onnx_file else 'fp32'
+    if not checkpoint:
+        return Serving('torch', 'fp32' if precision == 'int8' else precision)
+    if backend == 'auto':
+        backend = 'onnxruntime' if onnx_file or (cpu and precision in ('fp32', 'int8')) else 'torch'
+    if backend == 'onnxruntime':
+        missing = onnxruntime_missing(export=not onnx_file)
+        if missing and onnx_file:
+            raise ValueError(f'{checkpoint} is an ONNX model, which needs {missing}: pip install onnx onnxruntime')
+        if missing:
+            return Serving('torch', 'fp32' if precision == 'int8' else precision,
+                           f'{missing} not installed: serving with torch in fp32 (pip install onnx onnxruntime '
+                           'for the faster CPU backends and int8)')
+    if precision == 'int8' and (backend != 'onnxruntime' or not cpu):
+        raise ValueError('precision int8 needs a checkpoint served by onnxruntime on a CPU')
+    return Serving(backend, precision)
 
 
-class DepthNode(Node):
-    def __init__(self):
-        super().__init__('depth_node')
-        p = self.params = declare_parameters(self, PARAMETERS)
-        if p['output_resolution'] not in ('network', 'input'):
-            raise ValueError(f'output_resolution must be "network" or "input", got {p["output_resolution"]!r}')
-        self.device = resolve_device(p['device'])
-        # An untrained network (no checkpoint) is served by torch, whatever the backend.
-        self.precision = choose_precision(p['precision'], p['backend'], self.device, p['checkpoint'])
-        self.backend = choose_backend(p['backend'], self.device, self.precision) if p['checkpoint'] else 'torch'
-        if self.precision == 'int8' and self.backend != 'onnxruntime':
-            raise ValueError('precision int8 needs a checkpoint served by onnxruntime on a CPU')
-        self.threads = p['threads'] or torch.get_num_threads()
-        # With onnxruntime, torch only converts and masks small tensors: one thread, so that its
-        # idle OpenMP workers do not compete with onnxruntime's for the same cores.
-        torch.set_num_threads(1 if self.backend == 'onnxruntime' else self.threads)
-        # A checkpoint in int8 waits for calibration frames; an int8 .onnx is served as it is.
-        self.calibration = (CalibrationFrames(p['calibration_frames'], p['calibration_period'])
-                            if self.precision == 'int8' and not p['checkpoint'].endswith('.onnx') else None)
-        self.int8_state = 'calibrating' if self.calibration is not None else 'not used'
-        self.checkpoint = p['checkpoint']
-        self.estimator = self._build_estimator(p['checkpoint'])
-        self.pending: DepthEstimator | None = None
-        self.pending_lock = threading.Lock()
-        self.camera: CameraModel | None = None
-        self.frames = LatestFrame()
+class DepthServing:
+    """depth_node's data flow, for a plain or a lifecycle node: message in -> core call -> message out.
+
+    configure(): read parameters, load the model, create publishers; activate(): subscribe and
+    start the worker; deactivate() and cleanup() undo them.
+    """
+
+    def __init__(self, node: Node, publisher_factory):
+        self.node = node
+        self.create_publisher = publisher_factory  # Node.create_publisher or create_lifecycle_publisher
+        self.params = declare_parameters(node, PARAMETERS)
+        self.log = node.get_logger()
         self.counters = Counters()
         self.timings = Timings()
         self.health = Health()
-        self._warned_no_info = False
-        self._running = True
+        self.frames = LatestFrame()
+        self.rectifiers = RectifierCache()
+        self.camera: CameraModel | None = None
+        self.estimator: DepthEstimator | None = None
+        self.pending: DepthEstimator | None = None
+        self.pending_lock = threading.Lock()
+        self.worker: threading.Thread | None = None
+        self.image_sub = self.info_sub = None
+        self.publishers = []
+        self._warned = set()
+        self._running = False
+        node.add_on_set_parameters_callback(self.on_set_parameters)
 
+    # ---------------------------------------------------------------- lifecycle
+
+    def configure(self) -> None:
+        p, node = self.params, self.node
+        self.device = resolve_device(p['device'])
+        self.serving = choose_serving(p['backend'], p['precision'], self.device, p['checkpoint'])
+        if self.serving.note:
+            self.log.warn(self.serving.note)
+        self.threads = p['threads'] or torch.get_num_threads()
+        # With onnxruntime, torch only converts and masks small tensors: one thread, so that its
+        # idle OpenMP workers do not compete with onnxruntime's for the same cores.
+        torch.set_num_threads(1 if self.serving.backend == 'onnxruntime' else self.threads)
+        # A checkpoint in int8 waits for calibration frames; an int8 .onnx is served as it is.
+        self.calibration = (CalibrationFrames(p['calibration_frames'], p['calibration_period'])
+                            if self.serving.precision == 'int8' and not p['checkpoint'].endswith('.onnx') else None)
+        self.int8 = Int8.CALIBRATING if self.calibration is not None else Int8.NOT_USED
+        self.int8_reason = ''
+        self.checkpoint = p['checkpoint']
+        self.estimator = self._build_estimator(p['checkpoint'])
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_sub = subscribe_image(self, p, self.on_image)
-        self.info_sub = subscribe_input(self, p, CameraInfo, 'camera_info', self.on_camera_info)
-        self.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
         self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', qos_out)
         self.pub_points = self.create_publisher(PointCloud2, 'points', qos_out) if p['publish_points'] else None
         self.pub_colored = self.create_publisher(Image, 'depth/colored', qos_out) if p['publish_colored'] else None
-        self.status = StatusPublisher(self, 'depth', str(self.device))
-        self.create_timer(1.0, self.publish_diagnostics)
-        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.publishers = [pub for pub in (self.pub_depth, self.pub_info, self.pub_points, self.pub_colored) if pub]
+        self.checkpoint_sub = node.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
+        self.status = StatusPublisher(node, 'depth', str(self.device))
+        self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics)
+        e = self.estimator
+        self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend}, '
+                      f'{e.precision}{", int8 once calibrated" if self.calibration else ""})')
 
+    def activate(self) -> None:
+        self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error)
+        self.info_sub = subscribe_input(self.node, self.params, CameraInfo, 'camera_info', self.on_camera_info)
+        self._running = True
         self.worker = threading.Thread(target=self.run_worker, name='depth_inference', daemon=True)
         self.worker.start()
-        self.get_logger().info(f'serving {self.estimator.identity} at {self.estimator.width}x'
-                               f'{self.estimator.height} on {self.device} ({self.estimator.backend}, '
-                               f'{self.estimator.precision}{", int8 once calibrated" if self.calibration else ""})')
+        self.log.info(f'serving depth for {self.image_sub.topic}')
+
+    def deactivate(self, deadline: float) -> None:
+        self._running = False
+        if self.worker is not None:
+            join_until(self.worker, deadline)
+        for sub in (self.image_sub, self.info_sub):
+            if sub is not None:
+                sub.close()
+        self.image_sub = self.info_sub = None
+
+    def cleanup(self) -> None:
+        for pub in self.publishers:
+            self.node.destroy_publisher(pub)
+        self.publishers = []
+        self.node.destroy_subscription(self.checkpoint_sub)
+        self.node.destroy_timer(self.diagnostics_timer)
+        self.node.destroy_publisher(self.status.publisher)
+        self.estimator = self.pending = None
 
     # ---------------------------------------------------------------- models
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
         p = self.params
-        options = dict(precision=self.precision, min_depth=p['min_depth'], max_depth=p['max_depth'],
-                       threads=self.threads)
+        # Range limits are applied when publishing (REP 117 tells too near from too far).
+        options = dict(precision=self.serving.precision, threads=self.threads)
         if checkpoint:
             estimator = self._quantized(checkpoint, options)
             if estimator is None:
                 if self.calibration is not None:
                     options['precision'] = 'fp32'
                 estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                           str(self.device), backend=self.backend, **options)
+                                                           str(self.device), backend=self.serving.backend, **options)
         else:
-            self.get_logger().warn('no checkpoint given: serving an untrained network (depth is meaningless)')
+            self.log.warn('no checkpoint given: an untrained network serves meaningless depth')
             estimator = DepthEstimator(build_depth_net(p['arch'], p['model_width']), p['height'] or 192,
                                        p['width'] or 640, self.device,
                                        identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
@@ -255,20 +341,21 @@ class DepthNode(Node):
         p = self.params
         try:
             estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                       str(self.device), backend=self.backend,
+                                                       str(self.device), backend=self.serving.backend,
                                                        calibration=self.calibration.frames,
                                                        int8_tolerance=p['int8_tolerance'], **options)
         except ExportError as exc:
-            self.int8_state = f'refused, serving float: {exc}'
+            self.int8 = Int8.REFUSED
+            self.int8_reason = str(exc)
             self.health.error('int8 refused for this model: serving float')
-            self.get_logger().warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
+            self.log.warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
             return None
-        self.int8_state = 'serving int8'
+        self.int8 = Int8.SERVING
         return estimator
 
     def on_checkpoint(self, msg: String) -> None:
         if not msg.data.strip():
-            self.get_logger().warn('ignoring an empty path on "checkpoint": the served model stays')
+            self.log.warn('ignoring an empty path on "checkpoint": the served model stays')
             return
         self._load_in_background(msg.data)
 
@@ -276,15 +363,14 @@ class DepthNode(Node):
         threading.Thread(target=self._load, args=(path,), name='checkpoint_loader', daemon=True).start()
 
     def on_set_parameters(self, params) -> SetParametersResult:
-        """Only 'checkpoint' can change at run time; it succeeds only once the new model is loaded."""
-        for param in params:
-            if param.name != 'checkpoint' and param.name in PARAMETERS:
-                return SetParametersResult(successful=False, reason=f'{param.name} is read at start-up only')
+        """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded."""
         for param in params:
             if param.name == 'checkpoint':
                 if not str(param.value).strip():
                     return SetParametersResult(successful=False, reason='an empty checkpoint path would unload '
                                                                         'the model; the served model stays')
+                if self.estimator is None:
+                    return SetParametersResult(successful=True)  # not configured yet: configure() loads it
                 error = self._load(param.value)
                 if error:
                     return SetParametersResult(successful=False, reason=error)
@@ -297,13 +383,13 @@ class DepthNode(Node):
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             self.counters.failed_reloads += 1
             self.health.error(f'checkpoint {path} rejected')
-            self.get_logger().error(f'checkpoint reload failed, keeping {self.estimator.identity}: {exc}')
+            self.log.error(f'checkpoint reload failed, keeping {self.estimator.identity}: {exc}')
             return str(exc)
         with self.pending_lock:
             self.pending = estimator
             self.checkpoint = path
         self.counters.reloads += 1
-        self.get_logger().info(f'loaded {estimator.identity} (step {estimator.step}); swapping at next frame')
+        self.log.info(f'loaded {estimator.identity} (step {estimator.step}); swapping at next frame')
         return ''
 
     def _swap_if_pending(self) -> None:
@@ -315,11 +401,19 @@ class DepthNode(Node):
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            self.camera = CameraModel(msg, camera_matrix(msg))
+            rectifier = self.rectifiers.get(calibration_of(msg))
         except ConversionError as exc:
             self.counters.camera_info_rejected += 1
             self.health.error(f'camera_info: {exc}')
-            self.get_logger().warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
+            self.log.warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
+            return
+        rectify = rectifier.calibration.needs_rectification and not self.params['input_rectified']
+        if rectify:
+            self._warn_once(f'rectifying: camera_info has {msg.distortion_model} distortion; depth and points are '
+                            'published for the rectified camera (input_rectified:=true if the image is rectified '
+                            'already)', info=True)
+        if self.camera is None or self.camera.rectifier is not rectifier or self.camera.rectify != rectify:
+            self.camera = CameraModel(msg, rectifier, rectify)
 
     def on_image(self, msg: Image | CompressedImage) -> None:
         self.counters.received += 1
@@ -335,7 +429,7 @@ class DepthNode(Node):
             if wait > 0:
                 time.sleep(wait)
             item = self.frames.take(timeout=0.2)
-            if item is None:
+            if item is None or not self._running:
                 continue
             started = time.monotonic()
             self._swap_if_pending()
@@ -350,44 +444,51 @@ class DepthNode(Node):
     def _failed(self, message: str) -> None:
         self.counters.errors += 1
         self.health.error(message)
-        self.get_logger().warn(message, throttle_duration_sec=WARN_PERIOD_S)
+        self.log.warn(message, throttle_duration_sec=WARN_PERIOD_S)
+
+    def _warn_once(self, message: str, info: bool = False) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            (self.log.info if info else self.log.warn)(message)
 
     def process(self, msg: Image | CompressedImage, received: float) -> None:
-        """Image -> depth at network (or input) resolution -> depth image, camera_info and cloud."""
+        """Image -> (rectified) -> depth at network (or input) resolution -> depth image, camera_info, cloud."""
         rgb = to_rgb(msg, self.params['max_image_pixels'])
+        camera = self.camera
+        if camera is not None and camera.size != (rgb.shape[1], rgb.shape[0]):
+            self.health.error('camera_info size differs from the image')
+            self.log.warn(f'camera_info is {camera.size[0]}x{camera.size[1]} but the image is {rgb.shape[1]}x'
+                          f'{rgb.shape[0]}: depth without rectification or points', throttle_duration_sec=5.0)
+            camera = None
+        if camera is not None:
+            rgb = camera.rectified(rgb)
         est = self.estimator
         net_rgb = cv2.resize(rgb, (est.width, est.height), interpolation=cv2.INTER_AREA)
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
         if self.calibration is not None and self.calibration.offer(net_rgb, started):
-            self.get_logger().info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
+            self.log.info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
             self._load_in_background(self.checkpoint)
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
             colour = rgb
-        self.pub_depth.publish(depth_to_image(depth, msg.header))
+        p = self.params
+        self.pub_depth.publish(depth_to_image(limit_range(depth, p['min_depth'], p['max_depth'],
+                                                          p['invalid_depth']), msg.header))
+        valid = limit_range(depth, p['min_depth'], p['max_depth'], 'nan')
         if self.pub_colored is not None:
-            self.pub_colored.publish(rgb_to_image(colorize_depth(depth), msg.header))
-        self.publish_geometry(depth, colour, rgb.shape[1], rgb.shape[0], msg.header)
+            self.pub_colored.publish(rgb_to_image(colorize_depth(valid), msg.header))
+        if camera is not None:
+            self.publish_geometry(camera, valid, colour, msg.header)
+        elif self.camera is None:
+            self._warn_once('no camera_info received yet: publishing depth without points')
         self.counters.processed += 1
         now = time.monotonic()
         self.timings.add(1000 * (now - received), inference_ms, now)
 
-    def publish_geometry(self, depth: np.ndarray, colour: np.ndarray, image_w: int, image_h: int, header) -> None:
-        camera = self.camera
-        if camera is None:
-            if not self._warned_no_info:
-                self.get_logger().warn('no camera_info received yet: publishing depth without points')
-                self._warned_no_info = True
-            return
-        if (camera.info.width, camera.info.height) != (image_w, image_h):
-            self.health.error('camera_info size differs from the image')
-            self.get_logger().warn(f'camera_info is {camera.info.width}x{camera.info.height} but the image is '
-                                   f'{image_w}x{image_h}: no points for this frame',
-                                   throttle_duration_sec=WARN_PERIOD_S)
-            return
+    def publish_geometry(self, camera: CameraModel, depth: np.ndarray, colour: np.ndarray, header) -> None:
         h, w = depth.shape
         K, depth_info = camera.at(w, h)
         depth_info.header = header
@@ -400,11 +501,19 @@ class DepthNode(Node):
 
     def publish_diagnostics(self) -> None:
         est, c = self.estimator, self.counters
+        if est is None:
+            return
+        int8 = self.int8.value
+        if self.int8 is Int8.CALIBRATING:
+            int8 = f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'
+        elif self.int8 is Int8.REFUSED:
+            int8 = f'{int8}: {self.int8_reason}'
         values = {
             **self.timings.summary(),
             'received': str(c.received),
             'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
+            'lost_in_transport': str(self.image_sub.delivery.lost if self.image_sub else 0),
             'errors': str(c.errors),
             'camera_info_rejected': str(c.camera_info_rejected),
             'reloads': str(c.reloads),
@@ -414,17 +523,29 @@ class DepthNode(Node):
             'device': str(self.device),
             'backend': est.backend,
             'precision': est.precision,
-            'int8': (self.int8_state if self.int8_state != 'calibrating'
-                     else f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'),
+            'int8': int8,
             'input_size': f'{est.width}x{est.height}',
-            'input_reliability': self.image_sub.reliability,
+            'input_reliability': self.image_sub.reliability if self.image_sub else 'inactive',
+            'rectifying': str(bool(self.camera and self.camera.rectify)).lower(),
         }
-        message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'
+        if self.image_sub is None:
+            message = 'inactive'
+        else:
+            message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'
         self.status.report(message, values, self.health)
 
-    def close(self) -> None:
-        self._running = False
-        self.worker.join(timeout=2.0)
+
+class DepthNode(Node):
+    """Configured and active from the start, as most ROS 2 drivers are."""
+
+    def __init__(self):
+        super().__init__('depth_node')
+        self.serving = DepthServing(self, self.create_publisher)
+        self.serving.configure()
+        self.serving.activate()
+
+    def close(self, deadline: float) -> None:
+        self.serving.deactivate(deadline)
 
 
 def main(args=None):

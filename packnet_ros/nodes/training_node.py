@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from geometry_msgs.msg import TwistStamped, TwistWithCovarianceStamped
@@ -20,63 +21,80 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from packnet_ros.checkpoints import CheckpointError
+from packnet_ros.config import output_dir
 from packnet_ros.data.triplets import speed_of
 from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.nodes.conversions import ConversionError, camera_matrix, to_rgb
+from packnet_ros.geometry.distortion import Rectifier, RectifierCache
+from packnet_ros.networks import DEPTH_NETWORKS
+from packnet_ros.nodes.conversions import ConversionError, calibration_of, to_rgb
 from packnet_ros.nodes.diagnostics import Health, StatusPublisher
-from packnet_ros.nodes.inputs import subscribe_image, subscribe_input
-from packnet_ros.nodes.parameters import declare_parameters
-from packnet_ros.nodes.runner import run
+from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
+from packnet_ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.nodes.runner import join_until, run
 from packnet_ros.training import SessionConfig, SpeedTrack, TrainingSession, TripletAccumulator
+from packnet_ros.training.trainer import SCALE_FROM_SPEED
 
 WARN_PERIOD_S = 5.0
+ARCHITECTURES = tuple(DEPTH_NETWORKS)
 TWIST_TYPES = {'TwistStamped': TwistStamped, 'TwistWithCovarianceStamped': TwistWithCovarianceStamped}
 
 PARAMETERS = {
-    'checkpoint_dir': ('checkpoints', 'directory for checkpoints; training resumes from the newest valid one'),
-    'init_checkpoint': ('', 'official .ckpt or packnet_ros checkpoint to start from; empty = from scratch'),
-    'arch': ('PackNetSlim01', 'architecture when starting from scratch'),
-    'model_width': (0.25, 'channel width factor when starting from scratch'),
-    'width': (320, 'network input width (multiple of 32)'),
-    'height': (96, 'network input height (multiple of 32)'),
-    'device': ('auto', 'auto, cpu, cuda or cuda:N'),
-    'threads': (0, 'CPU threads for torch in this process; 0 = torch default (all cores)'),
-    'learning_rate': (0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
-                           'init_checkpoint (what the learning curves chose)'),
-    'warmup_steps': (0, 'steps over which the learning rates ramp up from zero (0 = none)'),
-    'velocity_loss_weight': (1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale'),
-    'velocity_warmup_steps': (0, 'steps over which the velocity loss weight ramps up from zero (0 = none)'),
-    'scale_from_speed': ('loss', '"loss" (the velocity loss) or "direct" (translations take the measured length)'),
-    'depth_scale_lr': (0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in tens of steps'),
-    'translation_scale_lr': (0.05, 'learning rate of one global PoseNet translation scale (log); 0 = none'),
-    'grad_clip': (0.0, 'clip the networks\' gradient norm to this (0 = no clipping)'),
-    'motion_prior': (0.5, 'metres per frame a fresh PoseNet predicts along the optical axis (0 = none); '
-                          'for a camera facing the direction of travel'),
-    'initial_depth': (0.0, 'metres a network trained from scratch predicts at first (0 = the heads\' default)'),
-    'seed': (0, 'seed for initialising networks trained from scratch (reproducible runs)'),
-    'batch_size': (4, 'triplets per step'),
-    'velocity_source': ('odom', '"odom" (nav_msgs/Odometry) or "twist"'),
-    'twist_type': ('TwistStamped', 'TwistStamped or TwistWithCovarianceStamped, for velocity_source=twist'),
-    'max_speed': (70.0, 'm/s; faster (or non-finite) speeds are refused as invalid'),
-    'stride': (1, 'frames between target and context frames'),
-    'min_distance': (0.1, 'metres; closer context frames make a triplet static (skipped)'),
-    'max_frame_gap': (0.5, 'seconds; a larger gap between frames breaks a triplet'),
-    'max_speed_delay': (0.5, 'seconds to wait for odometry covering a triplet'),
-    'buffer_triplets': (500, 'replay buffer size in triplets'),
-    'buffer_mb': (256.0, 'replay buffer size in MiB'),
-    'min_triplets': (8, 'triplets in the buffer before training starts'),
-    'holdout_every': (10, 'every Nth triplet goes to the held-out set instead of the buffer'),
-    'holdout_size': (8, 'held-out triplets kept (most recent)'),
-    'save_every_steps': (200, 'checkpoint period in steps'),
-    'save_every_seconds': (300.0, 'checkpoint period in seconds (whichever comes first)'),
-    'keep_last': (3, 'checkpoints kept in checkpoint_dir'),
-    'validate_before_announce': (True, 'announce only if held-out loss is no worse than the last announced'),
-    'divergence_factor': (3.0, 'roll back when the running loss exceeds this multiple of the last saved one'),
-    'max_steps': (0, 'stop training after this many steps (0 = never)'),
-    'max_image_pixels': (50_000_000, 'larger images (raw or compressed, checked before decoding) are dropped'),
-    'use_compressed': (False, 'subscribe "image/compressed" instead of raw "image"'),
-    'qos_reliability': ('auto', 'input QoS: auto (follow the publishers), reliable or best_effort'),
-    'qos_depth': (10, 'input queue depth'),
+    'checkpoint_dir': Param('', 'directory for checkpoints; training resumes from the newest valid one. Empty = '
+                                '$ROS_HOME/packnet_ros/checkpoints (ROS_HOME defaults to ~/.ros); a relative path is '
+                                'under $ROS_HOME/packnet_ros'),
+    'init_checkpoint': Param('', 'official .ckpt or packnet_ros checkpoint to start from; empty = from scratch'),
+    'input_rectified': Param(False, 'the image is rectified already (e.g. image_proc\'s image_rect): use '
+                                    'camera_info\'s P and do not rectify, whatever its distortion'),
+    'arch': Param('PackNetSlim01', 'architecture when starting from scratch', choices=ARCHITECTURES),
+    'model_width': Param(0.25, 'channel width factor when starting from scratch', low=0.01, high=4.0),
+    'width': Param(320, 'network input width (multiple of 32)', low=32, high=4096),
+    'height': Param(96, 'network input height (multiple of 32)', low=32, high=4096),
+    'device': Param('auto', 'auto, cpu, cuda or cuda:N'),
+    'threads': Param(0, 'CPU threads for torch in this process; 0 = torch default (all cores)', low=0),
+    'learning_rate': Param(0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
+                                'init_checkpoint (what the learning curves chose)', low=0.0, high=1.0),
+    'warmup_steps': Param(0, 'steps over which the learning rates ramp up from zero (0 = none)', low=0),
+    'velocity_loss_weight': Param(1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale', low=0.0),
+    'velocity_warmup_steps': Param(0, 'steps over which the velocity loss weight ramps up from zero (0 = none)',
+                                   low=0),
+    'scale_from_speed': Param('loss', '"loss" (the velocity loss) or "direct" (translations take the measured '
+                                      'length)', choices=SCALE_FROM_SPEED),
+    'depth_scale_lr': Param(0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in tens '
+                                  'of steps', low=0.0, high=1.0),
+    'translation_scale_lr': Param(0.05, 'learning rate of one global PoseNet translation scale (log); 0 = none',
+                                  low=0.0, high=1.0),
+    'grad_clip': Param(0.0, 'clip the networks\' gradient norm to this (0 = no clipping)', low=0.0),
+    'motion_prior': Param(0.5, 'metres per frame a fresh PoseNet predicts along the optical axis (0 = none); '
+                               'for a camera facing the direction of travel', low=0.0, high=100.0),
+    'initial_depth': Param(0.0, 'metres a network trained from scratch predicts at first (0 = the heads\' '
+                                'default)', low=0.0),
+    'seed': Param(0, 'seed for initialising networks trained from scratch (reproducible runs)', low=0),
+    'batch_size': Param(4, 'triplets per step', low=1, high=1024),
+    'velocity_source': Param('odom', '"odom" (nav_msgs/Odometry) or "twist"', choices=('odom', 'twist')),
+    'twist_type': Param('TwistStamped', 'message type on "twist", for velocity_source=twist',
+                        choices=tuple(TWIST_TYPES)),
+    'max_speed': Param(70.0, 'm/s; faster (or non-finite) speeds are refused as invalid', low=0.0),
+    'stride': Param(1, 'frames between target and context frames', low=1, high=100),
+    'min_distance': Param(0.1, 'metres; closer context frames make a triplet static (skipped)', low=0.0),
+    'max_frame_gap': Param(0.5, 'seconds; a larger gap between frames breaks a triplet', low=0.0),
+    'max_speed_delay': Param(0.5, 'seconds to wait for odometry covering a triplet', low=0.0),
+    'buffer_triplets': Param(500, 'replay buffer size in triplets', low=1),
+    'buffer_mb': Param(256.0, 'replay buffer size in MiB', low=1.0),
+    'min_triplets': Param(8, 'triplets in the buffer before training starts', low=1),
+    'holdout_every': Param(10, 'every Nth triplet goes to the held-out set instead of the buffer (0 = none)',
+                           low=0),
+    'holdout_size': Param(8, 'held-out triplets kept (most recent)', low=0),
+    'save_every_steps': Param(200, 'checkpoint period in steps', low=1),
+    'save_every_seconds': Param(300.0, 'checkpoint period in seconds (whichever comes first)', low=0.0),
+    'keep_last': Param(3, 'checkpoints kept in checkpoint_dir', low=1),
+    'validate_before_announce': Param(True, 'announce only if held-out loss is no worse than the last announced'),
+    'divergence_factor': Param(3.0, 'roll back when the running loss exceeds this multiple of the last saved one',
+                               low=1.0),
+    'max_steps': Param(0, 'stop training after this many steps (0 = never)', low=0),
+    **INPUT_PARAMETERS,
+    'qos_depth': Param(10, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
+                       high=1000),
 }
 
 
@@ -96,22 +114,22 @@ class TrainingNode(Node):
     def __init__(self, **kwargs):
         super().__init__('training_node', **kwargs)
         p = self.params = declare_parameters(self, PARAMETERS)
-        if p['velocity_source'] not in ('odom', 'twist'):
-            raise ValueError(f'velocity_source must be "odom" or "twist", got {p["velocity_source"]!r}')
-        if p['velocity_source'] == 'twist' and p['twist_type'] not in TWIST_TYPES:
-            raise ValueError(f'twist_type must be one of {sorted(TWIST_TYPES)}, got {p["twist_type"]!r}')
         if p['threads'] > 0:
             torch.set_num_threads(p['threads'])
-        self.session = TrainingSession(SessionConfig.from_mapping(p), logger=self.get_logger())
+        folder = output_dir() / Path(p['checkpoint_dir'] or 'checkpoints').expanduser()  # absolute stays
+        self.session = TrainingSession(SessionConfig.from_mapping({**p, 'checkpoint_dir': folder}),
+                                       logger=self.get_logger())
         # Touched by callbacks only, and the executor runs them one at a time: no lock needed.
         self.accumulator = TripletAccumulator(p['height'], p['width'], p['stride'], p['min_distance'],
                                               p['max_frame_gap'], p['max_speed_delay'],
                                               SpeedTrack(max_speed=p['max_speed']))
+        self.rectifiers = RectifierCache()
+        self.rectifier: Rectifier | None = None
         self.image_size: tuple[int, int] | None = None
         self.counters = InputCounters()
         self.health = Health()
 
-        subscribe_image(self, p, self.on_image)
+        self.image_sub = subscribe_image(self, p, self.on_image, self.health.error)
         subscribe_input(self, p, CameraInfo, 'camera_info', self.on_camera_info)
         if p['velocity_source'] == 'odom':
             subscribe_input(self, p, Odometry, 'odom', self.on_velocity)
@@ -130,15 +148,25 @@ class TrainingNode(Node):
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            K = camera_matrix(msg)
+            rectifier = self.rectifiers.get(calibration_of(msg))
         except ConversionError as exc:
             self.counters.camera_info_rejected += 1
             self.health.error(f'camera_info: {exc}')
             self.get_logger().warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
             return
+        if rectifier is self.rectifier:
+            return
+        self.rectifier = rectifier
         h, w = self.params['height'], self.params['width']
-        self.session.set_intrinsics(scale_intrinsics(K, w / msg.width, h / msg.height))
+        self.session.set_intrinsics(scale_intrinsics(rectifier.K, w / msg.width, h / msg.height))
         self.image_size = (msg.width, msg.height)
+        if self._rectifying():
+            self.get_logger().info(f'camera_info has {msg.distortion_model} distortion: training on rectified '
+                                   'frames (input_rectified:=true if the image is rectified already)')
+
+    def _rectifying(self) -> bool:
+        needed = self.rectifier is not None and self.rectifier.calibration.needs_rectification
+        return needed and not self.params['input_rectified']
 
     def on_velocity(self, msg: Odometry | TwistStamped | TwistWithCovarianceStamped) -> None:
         speed = speed_of(msg)
@@ -166,6 +194,8 @@ class TrainingNode(Node):
             self.health.error(f'image: {exc}')
             self.get_logger().warn(f'dropping image: {exc}', throttle_duration_sec=WARN_PERIOD_S)
             return
+        if self._rectifying():
+            rgb = self.rectifier.rectify(rgb)
         self.session.add(self.accumulator.add_frame(stamp_seconds(msg.header), rgb))
 
     # ---------------------------------------------------------------- training
@@ -173,6 +203,8 @@ class TrainingNode(Node):
     def run_training(self) -> None:
         while self._running:
             result = self.session.step()
+            if not self._running:
+                break  # stopping: close() saves; a step the stop broke off is not an error
             if result is None:
                 time.sleep(0.1)
                 continue
@@ -202,6 +234,7 @@ class TrainingNode(Node):
             'buffer_mb': f'{nbytes / 2 ** 20:.1f}/{c.buffer_mb:.0f}',
             'holdout_triplets': str(held_out),
             'frames': str(self.counters.frames),
+            'frames_lost_in_transport': str(self.image_sub.delivery.lost),
             'triplets': str(s.triplets),
             **{f'skipped_{k}': str(v) for k, v in self.accumulator.skipped.items()},
             'skipped_no_camera_info': str(self.counters.no_camera_info),
@@ -217,9 +250,21 @@ class TrainingNode(Node):
         }
         self.status.report(f'step {self.session.step_count}', values, self.health)
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
+        """Stop training and keep what it learnt: the last completed step is saved at once (the
+        step in flight, dropped at its next phase boundary, changes nothing meanwhile), so a
+        restart resumes exactly there."""
         self._running = False
-        self.worker.join(timeout=10.0)
+        self.session.stop()
+        try:
+            path = self.session.save(timeout=max(0.0, deadline - time.monotonic()))
+        except (CheckpointError, OSError) as exc:
+            self.get_logger().error(f'could not save the last steps before stopping: {exc}')
+            return
+        finally:
+            join_until(self.worker, deadline)
+        if path is not None:
+            self.get_logger().info(f'stopping: saved {path} (step {self.session.step_count})')
 
 
 def main(args=None):

@@ -23,11 +23,11 @@ setup(
     maintainer_email='maintainers@packnet-ros.invalid',
     description='Metric monocular depth with PackNet-SfM for ROS 2',
     license='MIT',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'packnet-ros = packnet_ros.cli:main',
             'depth_node = packnet_ros.nodes.depth_node:main',
+            'lifecycle_depth_node = packnet_ros.nodes.lifecycle_depth_node:main',
             'training_node = packnet_ros.nodes.training_node:main',
             'bag_player = packnet_ros.nodes.bag_player:main',
             'depth_evaluator = packnet_ros.nodes.depth_evaluator:main',

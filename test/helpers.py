@@ -98,3 +98,14 @@ def wait_for_reliable_subscribers(client, topics: list[str], timeout: float = DE
         since.append(time.monotonic())
         return since[-1] - since[0] >= settle
     client.wait_for(settled, timeout, f'reliable, matched subscriptions on {topics}')
+
+
+def parameters(client, node: str, names: list[str], timeout: float) -> dict:
+    """Current values of `names` on `node` through its get_parameters service."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    service = client.node.create_client(GetParameters, f'{node}/get_parameters')
+    assert service.wait_for_service(timeout_sec=timeout), f'{node}/get_parameters'
+    future = service.call_async(GetParameters.Request(names=names))
+    result = client.wait_for(future.result, timeout, f'{node} parameters')
+    return {name: parameter_value_to_python(value) for name, value in zip(names, result.values)}

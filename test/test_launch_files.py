@@ -1,7 +1,7 @@
 """Launch and config files: what they reference exists and matches the nodes.
 
 The launch files need `launch`/`launch_ros` (not on PyPI), so here they are checked
-statically; test_depth_launch.py runs them where launch_testing is installed.
+statically; test_launch_*.py run them where launch_testing is installed.
 """
 import ast
 import re
@@ -34,7 +34,7 @@ def test_launch_executables_are_console_scripts():
     for launch_file in launch_files:
         source = launch_file.read_text()
         ast.parse(source)
-        executables = re.findall(r"package='packnet_ros', executable='(\w+)'", source)
+        executables = set(re.findall(r"executable='(\w+)'", source)) - {'rviz2'}
         assert executables, f'{launch_file.name} starts no packnet_ros node (or the pattern no longer matches)'
         for executable in executables:
             assert executable in scripts, f'{launch_file.name} starts unknown executable {executable}'
@@ -57,7 +57,7 @@ def test_params_files_declare_exactly_the_node_parameters(config, declared):
     params = yaml.safe_load((REPO / 'config' / config).read_text())['/**']['ros__parameters']
     assert set(params) == set(declared)
     for name, value in params.items():
-        default = declared[name][0]
+        default = declared[name].default
         assert type(value) is type(default), f'{name}: {value!r} is not a {type(default).__name__}'
 
 
@@ -72,7 +72,7 @@ def test_demo_overrides_are_parameters_of_the_nodes_they_name():
         declared = nodes[key.removeprefix('/**/')]
         for name, value in section['ros__parameters'].items():
             assert name in declared, f'{key}: {name} is not a parameter of that node'
-            assert type(value) is type(declared[name][0]), f'{key}: {name}: {value!r}'
+            assert type(value) is type(declared[name].default), f'{key}: {name}: {value!r}'
 
 
 def rviz(name):
@@ -86,6 +86,14 @@ def test_rviz_config_shows_depth_and_cloud(name):
     assert {'rviz_default_plugins/Image', 'rviz_default_plugins/PointCloud2'} <= classes
 
 
+def launch_constants(path: Path) -> dict:
+    """The module-level constants (literals) of a launch file."""
+    tree = ast.parse(path.read_text())
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, (ast.Constant, ast.Dict))}
+
+
 def test_kitti_replay_rviz_matches_the_bag_and_the_nodes(tmp_path):
     """rviz draws only what is published, in a frame it can resolve: its topics must be the
     bag's or the namespaced nodes' outputs, its fixed frame the frame the bag stamps (no TF)."""
@@ -93,11 +101,10 @@ def test_kitti_replay_rviz_matches_the_bag_and_the_nodes(tmp_path):
     bag = write_kitti_bag(drive, tmp_path / 'bag')
     frames = {deserialize(raw, msgtype).header.frame_id for _, msgtype, _, raw in
               read_messages(bag, [TOPICS['image'][0], TOPICS['depth_gt'][0]])}
-    source = (REPO / 'launch' / 'kitti_replay.launch.py').read_text()
-    remapped_image = dict(re.findall(r"\('(\w+)', '(/[\w/]+)'\)", source))['image']
-    namespaces = re.findall(r"executable='depth_node', name='depth_node', namespace='(\w+)'", source)
-    assert remapped_image == TOPICS['image'][0] and len(namespaces) == 1
-    outputs = {f'/{namespaces[0]}/{t}' for t in ('depth', 'points', 'depth/camera_info', 'depth/colored')}
+    constants = launch_constants(REPO / 'launch' / 'kitti_replay.launch.py')
+    remapped_image = constants['CAMERA']['image']
+    assert remapped_image == TOPICS['image'][0]
+    outputs = {f'{constants["NS"]}/{t}' for t in ('depth', 'points', 'depth/camera_info', 'depth/colored')}
     displays, fixed_frame = rviz('kitti_replay.rviz')
     assert frames == {fixed_frame}
     topics = [d['Topic']['Value'] for d in displays if 'Topic' in d]
@@ -111,11 +118,35 @@ def test_depth_launch_gives_rviz_the_camera_frame():
     assert "'-f', LaunchConfiguration('fixed_frame')" in source and "DeclareLaunchArgument('fixed_frame'" in source
 
 
-def test_package_xml_declares_runtime_and_test_dependencies():
+# Each third-party module the package imports, and the rosdep key that installs it (None: no key
+# exists; the README's pip line installs it).
+ROSDEP_KEYS = {'PIL': 'python3-pil', 'cv2': 'python3-opencv', 'numpy': 'python3-numpy', 'yaml': 'python3-yaml',
+               'torch': 'python3-torch', 'onnxruntime': 'python3-onnxruntime-pip', 'onnx': None,
+               'rosbags': 'python3-rosbags-pip', 'tqdm': 'python3-tqdm', 'matplotlib': 'python3-matplotlib'}
+
+
+def imported_modules() -> set[str]:
+    import sys
+    modules = set()
+    for path in [*(REPO / 'packnet_ros').rglob('*.py'), *(REPO / 'launch').glob('*.py')]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split('.')[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split('.')[0])
+    return modules - set(sys.stdlib_module_names) - {'packnet_ros'}
+
+
+def test_package_xml_declares_every_imported_dependency():
+    """rosdep installs what the code imports: every ROS package by its name, every Python module by its key."""
     root = ET.parse(REPO / 'package.xml').getroot()
     assert root.get('format') == '3' and root.findtext('name') == 'packnet_ros'
     exec_deps = {e.text for e in root.findall('exec_depend')}
-    assert {'rclpy', 'sensor_msgs', 'nav_msgs', 'geometry_msgs', 'std_msgs', 'diagnostic_msgs'} <= exec_deps
+    for module in sorted(imported_modules()):
+        key = ROSDEP_KEYS.get(module, module)  # a ROS package's rosdep key is its name
+        assert key is None or key in exec_deps, f'the code imports {module} but package.xml has no {key}'
+    assert 'python3-tensorboard-pip' in exec_deps  # torch.utils.tensorboard's writer needs it
+    assert 'rviz2' in exec_deps  # the launch files' rviz option
     assert {'launch_testing', 'launch_testing_ros'} <= {e.text for e in root.findall('test_depend')}
     assert root.find('export/build_type').text == 'ament_python'
     assert (REPO / 'resource' / 'packnet_ros').is_file()

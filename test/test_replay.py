@@ -1,5 +1,6 @@
 """bag_player and depth_evaluator as real processes."""
 import json
+import threading
 import time
 
 import numpy as np
@@ -7,10 +8,11 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from packnet_ros.data.bag import read_messages, write_kitti_bag
@@ -104,3 +106,39 @@ def test_evaluator_matches_offline_metrics(tmp_path):
         for name, value in offline[part].items():
             assert report['summary']['all'][part][name] == pytest.approx(value, rel=1e-9)
     assert report['summary']['all']['scale_ratio'] == pytest.approx(offline['scale_ratio'], rel=1e-9)
+
+
+def test_paced_player_waits_for_each_result_and_for_the_named_nodes(bag, tmp_path):
+    """A consumer far slower than the bag still gets every frame: the player starts only once
+    the named node subscribes, sends what shares a frame's bag time (its camera_info) with it,
+    and holds bag time until that frame's result (same header stamp) is published."""
+    probe = ClientNode('paced_test', make_node=lambda context: Node('slow_consumer', namespace='/replay',
+                                                                    context=context))
+    node, events = probe.node, []
+    results = node.create_publisher(Image, '/replay/depth', RELIABLE)
+
+    def answer(header):
+        events.append(('result', header.stamp.sec, header.stamp.nanosec))
+        results.publish(Image(header=header, encoding='32FC1'))
+
+    def on_image(msg):  # "inference" on another thread: 0.5 s, while the bag plays at 10 Hz
+        events.append(('image', msg.header.stamp.sec, msg.header.stamp.nanosec))
+        threading.Timer(0.5, answer, args=(msg.header,)).start()
+    node.create_subscription(Image, '/kitti/camera/image_raw', on_image, RELIABLE)
+    node.create_subscription(CameraInfo, '/kitti/camera/camera_info',
+                             lambda m: events.append(('info', m.header.stamp.sec, m.header.stamp.nanosec)), RELIABLE)
+    params = write_params_file(tmp_path / 'player.yaml', {
+        'bag': str(bag), 'wait_for_nodes': ['/replay/slow_consumer'], 'pace_topic': '/replay/depth',
+        'pace_input': '/kitti/camera/image_raw', 'publish_clock': False})
+    proc = start_node('bag_player', tmp_path / 'player.log', (params,))
+    try:
+        assert proc.popen.wait(timeout=4 * DEADLINE) == 0, proc.log_tail()
+    finally:
+        proc.stop()
+        probe.close()
+    images = [e for e in events if e[0] == 'image']
+    assert len(images) == 7, (events, proc.log_tail())
+    for image, following in zip(images, images[1:]):  # in order: the next only after this one's result
+        assert events.index(('result', *image[1:])) < events.index(following)
+        assert ('info', *image[1:]) in events[:events.index(following)]  # sent before the wait, not after
+    assert ', 0 without a paced result' in proc.log.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import struct
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -135,8 +136,9 @@ def write_kitti_bag(drive_dir: str | Path, out_bag: str | Path, storage: str = '
             for i, (frame, stamp, packet) in enumerate(zip(drive.frames, stamps, packets)):
                 rgb = read_rgb(drive.image_path(frame))
                 h, w = rgb.shape[:2]
-                write('image', image_msg(rgb, 'rgb8', stamp, frame_id), stamp)
+                # camera_info first, as camera drivers do: a consumer knows the camera before the frame.
                 write('camera_info', camera_info_msg(K, w, h, stamp, frame_id), stamp)
+                write('image', image_msg(rgb, 'rgb8', stamp, frame_id), stamp)
                 write('odom', odometry_msg(packet, origin, scale), packet.stamp)
                 gt = drive.ground_truth(frame, (h, w))
                 if gt is not None:
@@ -172,6 +174,13 @@ def playback(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0
             first = stamp + int(round(start_offset * 1e9))
         if stamp >= first:
             yield (stamp - first) / 1e9 / rate, topic, stamp, raw
+
+
+def header_stamp(raw: bytes) -> tuple[int, int]:
+    """(sec, nanosec) of a CDR-serialized message that starts with a std_msgs/Header, read from
+    its first bytes (after the 4-byte encapsulation, whose second byte says the byte order)."""
+    order = '<' if raw[1] == 1 else '>'
+    return struct.unpack_from(f'{order}iI', raw, 4)
 
 
 def topics_of(bag: str | Path) -> dict[str, str]:

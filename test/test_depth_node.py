@@ -8,6 +8,7 @@ import pytest
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
@@ -330,15 +331,20 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
     ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
     from packnet_ros.node_process import ros_environment
     env = {**ros_environment(), 'PYTHONPATH': str(blocker)}
+    # its own namespace: the session's depth_node runs beside it
     proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
-                      {'checkpoint': str(ckpt), 'device': 'cpu'}, env=env)
-    probe = ClientNode('no_onnx_test')
+                      {'checkpoint': str(ckpt), 'device': 'cpu'}, namespace='/no_onnx', env=env)
+    probe = ClientNode(make_node=lambda context: Node('no_onnx_test', namespace='/no_onnx', context=context))
     client = DepthClient(probe)
+
+    def value(key):
+        ours = [d for d in client.diags if d.status and d.status[0].name.startswith('/no_onnx/depth_node')]
+        return {kv.key: kv.value for kv in ours[-1].status[0].values}.get(key) if ours else None
     try:
-        probe.wait_for(lambda: diagnostic_value(client, 'input_reliability') == 'reliable', DEADLINE, 'depth_node')
+        probe.wait_for(lambda: value('input_reliability') == 'reliable', DEADLINE, 'depth_node')
         depth = image_to_depth(client.send(kitti[1][0], 1))
         np.testing.assert_allclose(depth, expected_depth(ckpt, kitti[1][0], backend='torch'), rtol=1e-5)
-        assert (diagnostic_value(client, 'backend'), diagnostic_value(client, 'precision')) == ('torch', 'fp32')
+        assert (value('backend'), value('precision')) == ('torch', 'fp32')
     finally:
         probe.close()
         proc.stop()

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from packnet_ros.data.decode import ConversionError, camera_matrix, to_rgb
+from packnet_ros.data.decode import ConversionError, calibration_of, to_rgb
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, read_split
-from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.geometry import RectifierCache, scale_intrinsics
 from packnet_ros.image import read_rgb
 from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
 
@@ -134,17 +134,18 @@ def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | N
         raise ValueError(f'{bag} lacks {missing}; it has: ' + ', '.join(f'{t} ({m})' for t, m in available.items()))
     acc = TripletAccumulator(height, width, stride, min_distance)
     triplets, K, image_size, skipped = [], None, None, Counter()
+    rectifiers, rectifier = RectifierCache(), None  # distorted cameras train on rectified frames, as online
     for topic, msgtype, _, raw in read_messages(bag, [topics.image, topics.camera_info, topics.speed]):
         msg = deserialize(raw, msgtype)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if topic == topics.camera_info:
             try:
-                camera = camera_matrix(msg)
+                rectifier = rectifiers.get(calibration_of(msg))
             except ConversionError:
                 skipped['camera_info_rejected'] += 1
                 continue
             image_size = (msg.width, msg.height)
-            K = scale_intrinsics(camera, width / msg.width, height / msg.height)
+            K = scale_intrinsics(rectifier.K, width / msg.width, height / msg.height)
         elif topic == topics.speed:
             triplets += [_with(t, K) for t in acc.add_speed(stamp, speed_of(msg))]
         elif K is None:
@@ -158,7 +159,7 @@ def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | N
             if (rgb.shape[1], rgb.shape[0]) != image_size:
                 skipped['bad_image'] += 1
                 continue
-            triplets += [_with(t, K) for t in acc.add_frame(stamp, rgb)]
+            triplets += [_with(t, K) for t in acc.add_frame(stamp, rectifier.rectify(rgb))]
     return triplets, skipped + acc.skipped
 
 

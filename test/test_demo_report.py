@@ -35,14 +35,18 @@ def test_render_draws_the_cloud_in_its_colours():
     assert image.shape == (450, 800, 3) and 0.01 < drawn.mean() < 0.9
 
 
-def test_markdown_states_whether_learning_showed():
+def test_markdown_says_metric_only_within_ten_percent():
     metrics = {'abs_rel': 0.9, 'abs_rel_median_scaled': 0.5, 'a1': 0.1, 'scale_ratio': 10.0}
-    better = {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 2.0}
+    better = {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 1.59}
     report = {'source': 's', 'duration_s': 60, 'init': 'scratch', 'model': 'm', 'input_size': '192x64',
               'steps_budget': 5, 'seconds_cap': 300, 'stopped_by': 'steps',
               'metrics_first': metrics, 'metrics_last': better, 'frames': 10, 'train_steps': 5,
               'checkpoints_announced': 1, 'depth_fps': 5.0, 'latency_ms_p50': 50, 'latency_ms_p95': 60}
     text = markdown(report)
-    assert 'abs_rel fell' in text and 'scale ratio moved toward 1' in text and '| 0.900 | 0.500 |' in text
-    report['metrics_last'] = metrics
-    assert 'did NOT fall' in markdown(report)
+    assert '| 0.900 | 0.500 |' in text
+    assert 'NOT metric: scale 1.590 (off by 59%; moved toward 1' in text and 'structure improved' in text
+    report['metrics_last'] = {**better, 'scale_ratio': 0.92, 'abs_rel': 0.33}
+    assert 'metric: scale 0.920 (within 10%), metric abs_rel 1.10x' in markdown(report)
+    assert 'NOT metric' not in markdown(report)
+    report['metrics_last'] = {**metrics, 'scale_ratio': 1.105}
+    assert 'NOT metric: scale 1.105' in markdown(report) and 'structure did NOT improve' in markdown(report)

@@ -123,9 +123,29 @@ def side_by_side(*images: np.ndarray) -> np.ndarray:
     return np.concatenate(rows, 0)
 
 
+METRIC_TOLERANCE = 0.10  # a depth whose scale is off by more is not called metric
+
+
+def verdict(first: dict, last: dict) -> str:
+    """One line a person can act on: 'metric' only when the last frames' scale is within
+    METRIC_TOLERANCE of 1; the structure (median-scaled abs_rel) judged on its own."""
+    scale = last['scale_ratio']
+    ratio = last['abs_rel'] / last['abs_rel_median_scaled']
+    if abs(scale - 1) <= METRIC_TOLERANCE:
+        scale_words = (f'metric: scale {scale:.3f} (within {METRIC_TOLERANCE:.0%}), '
+                       f'metric abs_rel {ratio:.2f}x the median-scaled')
+    else:
+        closer = abs(np.log(scale)) < abs(np.log(first['scale_ratio']))
+        scale_words = (f'NOT metric: scale {scale:.3f} (off by {abs(scale - 1):.0%}; '
+                       f'{"moved toward 1" if closer else "did NOT move toward 1"} from {first["scale_ratio"]:.3f})')
+    structure = last['abs_rel_median_scaled'] - first['abs_rel_median_scaled']
+    structure_words = ('structure improved' if structure < 0 else 'structure did NOT improve') + \
+        f' (median-scaled abs_rel {first["abs_rel_median_scaled"]:.3f} -> {last["abs_rel_median_scaled"]:.3f})'
+    return f'{scale_words}; {structure_words}'
+
+
 def markdown(report: dict) -> str:
     first, last = report['metrics_first'], report['metrics_last']
-    closer = abs(np.log(last['scale_ratio'])) < abs(np.log(first['scale_ratio']))
     rows = [('abs_rel (metric, no scaling)', 'abs_rel'), ('abs_rel (median-scaled)', 'abs_rel_median_scaled'),
             ('a1 (metric)', 'a1'), ('scale ratio median(gt)/median(pred)', 'scale_ratio')]
     lines = [
@@ -139,8 +159,7 @@ def markdown(report: dict) -> str:
             f'checkpoints announced: {report["checkpoints_announced"]}',
         f'- depth node: {report["depth_fps"]:.1f} frames/s, latency p50 {report["latency_ms_p50"]:.0f} ms, '
         f'p95 {report["latency_ms_p95"]:.0f} ms (image received -> depth received)',
-        f'- learning shown: abs_rel {"fell" if last["abs_rel"] < first["abs_rel"] else "did NOT fall"}, '
-        f'scale ratio {"moved toward 1" if closer else "did NOT move toward 1"}',
+        f'- verdict: {verdict(first, last)}',
         '', '![curves](curves.png)', '', '![first and last depth](depth_first.png) ![](depth_last.png)', '',
         '![point cloud](cloud.png)', '',
         'Files: `report.json`, `curves.png`, `depth_*.png`, `cloud.ply`, `cloud.png`, '

@@ -35,19 +35,21 @@ import torch
 from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig, drive
+from packnet_ros.data.triplets import DriveTriplets
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
 from packnet_ros.inference import resolve_device
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics
 from packnet_ros.networks import PoseNet, build_depth_net
-from packnet_ros.training import Trainer, Triplet, TripletAccumulator
+from packnet_ros.training import Trainer, Triplet, TripletAccumulator, TripletRules
 from packnet_ros.training.recipes import RECIPES, Recipe
 from packnet_ros.training.trainer import forward_motion
 
 REPO = Path(__file__).resolve().parents[1]
-KITTI = Path(os.environ.get('PACKNET_SHARED', REPO.parent / 'shared')) / 'data' / 'KITTI_tiny' / '2011_09_26' \
-    / '2011_09_26_drive_0023_sync'
+SHARED = Path(os.environ.get('PACKNET_SHARED', REPO.parent / 'shared')) / 'data'
+KITTI = SHARED / 'KITTI_tiny' / '2011_09_26' / '2011_09_26_drive_0023_sync'
+CLIP78 = SHARED / 'KITTI_clip78' / '2011_09_26' / '2011_09_26_drive_9001_sync'
 # metric abs_rel, median-scaled abs_rel, scale ratio of TRI-ML/packnet-sfm on KITTI_tiny (seed 0)
 ORIGINAL_KITTI = {0: (0.91, 0.60, 14.2), 100: (0.98, 1.73, 2.79), 200: (0.75, 0.77, 5.29), 300: (0.86, 0.24, 7.73)}
 
@@ -76,6 +78,22 @@ def kitti_tiny(height: int = 96, width: int = 320) -> Dataset:
     return Dataset('kitti', triplets, small[1:6], gts, K, batch=1, crop='garg')
 
 
+def kitti_drive(path: Path, name: str, height: int = 96, width: int = 320, batch: int = 4, stride: int = 5,
+                context_distance: float = 0.5) -> Dataset:
+    """A real drive as `packnet-ros train` sees it (the offline planner's triplets, batch 4),
+    evaluated on every frame against lidar (Garg crop, 80 m), as `packnet-ros eval` does."""
+    planned = DriveTriplets(path, height, width, rules=TripletRules(stride=stride, context_distance=context_distance))
+    print(f'{name}: {len(planned)} triplets, skipped {dict(planned.skipped)}', flush=True)
+    triplets = [planned[i] for i in range(len(planned))]
+    drv = planned.drive
+    small, gts = [], []
+    for f in drv.frames:
+        rgb = read_rgb(drv.image_path(f))
+        small.append(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+        gts.append(drv.ground_truth(f, rgb.shape[:2]))
+    return Dataset(name, triplets, small, gts, planned.K, batch=batch, crop='garg')
+
+
 def synthetic(seed: int = 1, frames: int = 120, rig: CameraRig | None = None) -> Dataset:
     rig = rig or CameraRig(192, 64)
     rendered = list(drive(frames, seed=seed, camera=rig, start_time=3.0))
@@ -97,6 +115,8 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
     net = trainer.depth_net.eval()
     results = []
     for rgb, gt in zip(data.eval_rgb, data.eval_gt):
+        if gt is None:
+            continue
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(trainer.device)
         depth = (trainer.depth_scale() / net(x))[0, 0].float().cpu().numpy()  # not yet folded: applied here
         results.append(image_metrics(gt, depth, min_depth=1e-3, max_depth=80.0, crop=data.crop))
@@ -104,7 +124,8 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
     return {'abs_rel': float(np.mean([r['metric']['abs_rel'] for r in results])),
             'abs_rel_median_scaled': float(np.mean([r['median_scaled']['abs_rel'] for r in results])),
             'a1': float(np.mean([r['metric']['a1'] for r in results])),
-            'scale_ratio': float(np.median([r['scale_ratio'] for r in results]))}
+            'scale_ratio': float(np.median([r['scale_ratio'] for r in results])),
+            'frame_scale_ratios': [round(float(r['scale_ratio']), 4) for r in results]}
 
 
 def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, device: torch.device,
@@ -122,7 +143,18 @@ def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, d
             pose_net.initialize_translations(forward_motion(recipe.motion_prior))
     trainer = Trainer(depth_net, pose_net, data.K, recipe.trainer, device=device)
     rng = np.random.default_rng(seed)
-    curve = [{'step': 0, 'seconds': 0.0, **evaluate(trainer, data)}]
+    held = data.triplets[::max(1, len(data.triplets) // 8)][:8]  # what a session's gate would score
+
+    def point(step: int, seconds: float) -> dict:
+        score = trainer.evaluate(held)
+        result = {'step': step, 'seconds': seconds, **evaluate(trainer, data), 'held_out': asdict(score)}
+        print(f'    step {step:4d} {seconds:6.0f} s  abs_rel {result["abs_rel"]:.3f}  median-scaled '
+              f'{result["abs_rel_median_scaled"]:.3f}  scale {result["scale_ratio"]:.3f}  held-out photometric '
+              f'{score.photometric:.4f} at measured motion {score.metric_photometric:.4f} velocity error '
+              f'{score.velocity:.3f}', flush=True)
+        return result
+
+    curve = [point(0, 0.0)]
     seconds = 0.0
     for step in range(1, steps + 1):
         batch = [data.triplets[i] for i in rng.choice(len(data.triplets), data.batch, replace=data.batch > len(
@@ -133,7 +165,7 @@ def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, d
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
         if step % eval_every == 0:
-            curve.append({'step': step, 'seconds': seconds, **evaluate(trainer, data)})
+            curve.append(point(step, seconds))
     return curve
 
 
@@ -172,12 +204,18 @@ def plot(results: dict, path: Path, original: dict | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--dataset', choices=('kitti', 'synthetic'), default='kitti')
+    parser.add_argument('--dataset', choices=('kitti', 'clip78', 'tiny_drive', 'synthetic'), default='kitti',
+                        help='kitti: the original\'s KITTI_tiny setting; clip78 / tiny_drive: KITTI_clip78 / '
+                             'KITTI_tiny as packnet-ros train and eval see them')
     parser.add_argument('--recipes', default='paper,online', help=f'comma-separated, of {sorted(RECIPES)}')
     parser.add_argument('--seeds', default='0,1,2')
     parser.add_argument('--steps', type=int, default=300)
     parser.add_argument('--eval-every', type=int, default=50)
     parser.add_argument('--device', default='auto', help='auto (a GPU when there is one), cpu, cuda')
+    parser.add_argument('--stride', type=int, default=TripletRules.stride,
+                        help='clip78/tiny_drive: frames to the context (at most)')
+    parser.add_argument('--context-distance', type=float, default=TripletRules.context_distance,
+                        help='clip78/tiny_drive: > 0 picks context frames by travelled distance (metres)')
     parser.add_argument('--synthetic-seed', type=int, default=1)
     parser.add_argument('--rig', default='192,64,80,1.65', help='synthetic camera: width,height,fov_deg,height_m')
     parser.add_argument('--init', help='start every run from this checkpoint (adaptation) instead of scratch')
@@ -185,8 +223,13 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     w, h, fov, mount = (float(v) for v in args.rig.split(','))
-    data = kitti_tiny() if args.dataset == 'kitti' else synthetic(args.synthetic_seed,
-                                                                  rig=CameraRig(int(w), int(h), fov, mount))
+    if args.dataset == 'kitti':
+        data = kitti_tiny()
+    elif args.dataset in ('clip78', 'tiny_drive'):
+        data = kitti_drive(CLIP78 if args.dataset == 'clip78' else KITTI, args.dataset, stride=args.stride,
+                           context_distance=args.context_distance)
+    else:
+        data = synthetic(args.synthetic_seed, rig=CameraRig(int(w), int(h), fov, mount))
     original = None
     if args.dataset == 'kitti':
         original = ORIGINAL_KITTI

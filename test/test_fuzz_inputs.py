@@ -26,7 +26,7 @@ from packnet_ros.cli import main as cli
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.node_process import ClientNode, start_node
 from packnet_ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb
-from packnet_ros.training import SpeedTrack, TripletAccumulator
+from packnet_ros.training import NEIGHBOURS, SpeedTrack, TripletAccumulator
 
 from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
 
@@ -60,7 +60,7 @@ def test_absurd_speeds_are_refused(speed):
 
 def test_duplicate_stamps_are_ignored_not_time_going_backwards():
     def run(copies):
-        acc = TripletAccumulator(16, 32)
+        acc = TripletAccumulator(16, 32, NEIGHBOURS)
         triplets = []
         for i in range(20):  # every message arrives `copies` times in a row
             t = 0.1 * i

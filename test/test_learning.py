@@ -7,7 +7,7 @@ import torch
 
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.training import Trainer, TrainerConfig, TripletAccumulator
+from packnet_ros.training import NEIGHBOURS, Trainer, TrainerConfig, TripletAccumulator
 
 H, W, STEPS, BATCH = 64, 192, 40, 4
 
@@ -15,7 +15,7 @@ H, W, STEPS, BATCH = 64, 192, 40, 4
 @pytest.fixture(scope='module')
 def triplets():
     frames = list(drive(24, seed=1, camera=CameraRig(W, H), start_time=3.0))
-    acc = TripletAccumulator(H, W)
+    acc = TripletAccumulator(H, W, NEIGHBOURS)
     out = []
     for f in frames:
         acc.add_speed(f.stamp, f.speed)

@@ -9,6 +9,7 @@ from packnet_ros.data.split import SplitError
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets, split_triplets
 from packnet_ros.inference import DepthEstimator
+from packnet_ros.training import NEIGHBOURS, TripletAccumulator, TripletRules
 
 from helpers import KITTI_DRIVE, kitti_triplets, require
 
@@ -20,7 +21,7 @@ def drive(tmp_path_factory):
 
 def test_drive_triplets_equal_the_online_accumulators():
     online, K = kitti_triplets(64, 192)
-    offline = DriveTriplets(require(KITTI_DRIVE), 64, 192)
+    offline = DriveTriplets(require(KITTI_DRIVE), 64, 192, rules=NEIGHBOURS)
     assert len(offline) == len(online) == 4
     for a, b in zip(offline, online):
         assert a.stamp == b.stamp
@@ -31,8 +32,8 @@ def test_drive_triplets_equal_the_online_accumulators():
 
 def test_bag_triplets_equal_the_drives(tmp_path):
     bag = write_kitti_bag(require(KITTI_DRIVE), tmp_path / 'bag')
-    from_bag, skipped = bag_triplets(bag, 64, 192)
-    from_drive = DriveTriplets(KITTI_DRIVE, 64, 192)
+    from_bag, skipped = bag_triplets(bag, 64, 192, rules=NEIGHBOURS)
+    from_drive = DriveTriplets(KITTI_DRIVE, 64, 192, rules=NEIGHBOURS)
     assert [t.stamp for t in from_bag] == pytest.approx([t.stamp for t in from_drive])
     for a, b in zip(from_bag, from_drive):
         np.testing.assert_allclose(a.distances, b.distances, rtol=1e-5)
@@ -41,10 +42,41 @@ def test_bag_triplets_equal_the_drives(tmp_path):
         bag_triplets(bag, 64, 192, BagTopics(speed='/robot/odom'))
 
 
+def test_context_by_travelled_distance_online_and_offline_alike():
+    """3 m/s, then 0.5 m/s, then standstill noise (0.05 m/s) at 10 Hz: fast motion takes the
+    neighbours, slow motion the farthest frame allowed, standstill is static; the online
+    accumulator picks exactly what the offline planner picks."""
+    stamps = [round(0.1 * i, 6) for i in range(40)]
+    samples = [(t, 3.0 if t < 1.45 else 0.5 if t < 2.45 else 0.05) for t in np.round(np.arange(0, 4.0, 0.05), 6)]
+    rules = TripletRules(stride=4, min_distance=0.1, context_distance=0.25)
+    plans, skipped = plan_triplets(stamps, samples, rules)
+    by_target = {p.frames[1]: p for p in plans}
+    for target in range(4, 11):
+        assert by_target[target].frames == (target - 1, target, target + 1)
+        np.testing.assert_allclose(by_target[target].distances, [0.3, 0.3], rtol=1e-6)
+    for target in (19, 20):
+        assert by_target[target].frames == (target - 4, target, target + 4)
+        np.testing.assert_allclose(by_target[target].distances, [0.2, 0.2], rtol=1e-6)
+    assert not any(t >= 29 for t in by_target) and skipped['static'] >= 7
+    assert by_target[1].frames == (0, 1, 2)  # the offline planner also has the targets near the ends
+    accumulator = TripletAccumulator(8, 8, rules)
+    online, fed = [], 0
+    for i, stamp in enumerate(stamps):
+        while fed < len(samples) and samples[fed][0] <= stamp + 0.05:
+            online += accumulator.add_speed(*samples[fed])
+            fed += 1
+        online += accumulator.add_frame(stamp, np.full((8, 8, 3), i, np.uint8))
+    centred = [p for p in plans if 4 <= p.frames[1] < len(stamps) - 4]  # what the online window can centre
+    assert [t.stamp for t in online] == [p.stamp for p in centred]
+    for triplet, plan in zip(online, centred):
+        np.testing.assert_allclose(triplet.distances, plan.distances, rtol=1e-6)
+        assert [int(image[0, 0, 0]) for image in triplet.images] == list(plan.frames)
+
+
 def test_plan_skips_with_the_online_reasons():
     stamps = [0.0, 0.1, 0.2, 0.3, 1.5, 1.6, 1.7]
     samples = [(t, 5.0 if t < 0.25 else 0.2) for t in np.arange(0, 1.8, 0.05)]  # slows to 0.2 m/s at 0.25 s
-    plans, skipped = plan_triplets(stamps, samples, min_distance=0.2)
+    plans, skipped = plan_triplets(stamps, samples, TripletRules(stride=1, context_distance=0.0, min_distance=0.2))
     assert [p.frames for p in plans] == [(0, 1, 2)]
     np.testing.assert_allclose(plans[0].distances, [0.5, 0.5])
     # (1,2,3): 0.2 -> 0.3 s covers 0.05*(5+0.2)/2 + 0.05*0.2 = 0.14 m; (4,5,6): 0.02 m; the rest span 1.2 s
@@ -105,7 +137,8 @@ def test_tensorboard_logs_losses_and_held_out_metrics(drive, tmp_path):
     events = EventAccumulator(str(out / 'tensorboard'))
     events.Reload()
     tags = events.Tags()
-    assert {'train/loss', 'train/velocity', 'train/learning_rate', 'val/loss', 'val_metric/abs_rel',
+    assert {'train/loss', 'train/velocity', 'train/learning_rate', 'val/photometric', 'val/metric_photometric',
+            'val/velocity', 'val_metric/abs_rel',
             'val_median_scaled/abs_rel', 'val/scale_ratio'} <= set(tags['scalars'])
     assert [e.step for e in events.Scalars('train/loss')] == [1, 2]
     abs_rel = events.Scalars('val_metric/abs_rel')[-1].value

@@ -1,13 +1,25 @@
 """Training core: triplet accumulation from streams, replay buffer bounds, trainer step."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.training import ReplayBuffer, SpeedTrack, Trainer, TrainerConfig, Triplet, TripletAccumulator
+from packnet_ros.training import (
+    NEIGHBOURS,
+    ReplayBuffer,
+    SpeedTrack,
+    Trainer,
+    TrainerConfig,
+    Triplet,
+    TripletAccumulator,
+    TripletRules,
+)
 
-from helpers import KITTI_DRIVE, kitti_triplets
+from helpers import KITTI_DRIVE, SHIPPED_MODEL, kitti_triplets, synthetic_holdout
 
 H, W = 32, 64
 
@@ -30,7 +42,7 @@ def stream(acc, frame_stamps, speed_fn, odom_stamps):
 
 def test_distance_is_the_exact_integral_between_stamps():
     # v(t) = 2 + 3t sampled at 50 Hz, frames at 10 Hz with jitter: distance t0->t1 = 2dt + 1.5(t1^2 - t0^2)
-    acc = TripletAccumulator(H, W)
+    acc = TripletAccumulator(H, W, NEIGHBOURS)
     frames = [0.1, 0.203, 0.297, 0.41]
     triplets = stream(acc, frames, lambda t: 2 + 3 * t, np.arange(0, 0.6, 0.02))
     assert len(triplets) == 2
@@ -41,7 +53,7 @@ def test_distance_is_the_exact_integral_between_stamps():
 
 
 def test_downsizes_and_strides():
-    acc = TripletAccumulator(H, W, stride=2)
+    acc = TripletAccumulator(H, W, TripletRules(stride=2, context_distance=0.0))
     stamps = np.arange(0, 1.0, 0.1)
     for t in np.arange(0, 1.2, 0.02):
         acc.add_speed(t, 5.0)
@@ -54,7 +66,7 @@ def test_downsizes_and_strides():
     ('static', 'static'), ('no_odom', 'no_speed'), ('stale', 'stale_speed'), ('nan', 'invalid_speed'),
     ('negative', 'invalid_speed'), ('gap', 'gap')])
 def test_unusable_triplets_are_skipped_with_their_reason(case, reason):
-    acc = TripletAccumulator(H, W, min_distance=0.2, max_frame_gap=0.5)
+    acc = TripletAccumulator(H, W, TripletRules(stride=1, context_distance=0.0, min_distance=0.2))
     frames = [0.1, 0.2, 0.3, 0.4]
     speed, odom = (lambda t: 10.0), np.arange(0, 0.6, 0.02)
     if case == 'static':
@@ -78,7 +90,7 @@ def test_unusable_triplets_are_skipped_with_their_reason(case, reason):
 
 
 def test_looping_bag_restarts_accumulation():
-    acc = TripletAccumulator(H, W)
+    acc = TripletAccumulator(H, W, NEIGHBOURS)
     emitted = []
     for _ in range(2):  # the same 0.0 .. 0.5 s recording played twice
         for t in np.arange(0, 0.5, 0.02):
@@ -206,3 +218,30 @@ def test_direct_scale_gives_translations_the_measured_length():
                                rtol=1e-6)
     out = trainer.step(triplets[:2])
     assert out['velocity'] > 0 and out['loss'] == pytest.approx(out['photometric'] + out['smoothness'], rel=1e-5)
+
+
+def test_held_out_score_sees_the_depth_scale_that_the_photometric_loss_cannot():
+    """The validation gate's reason to exist: on frames with known depth and speed, the loss at
+    measured motion is lowest for metric depth; scaling depth and motion together leaves the
+    loss at PoseNet's own motion unchanged, while the velocity error sees the motion's scale."""
+    held, K, metric_scale = synthetic_holdout()
+    trainer = Trainer(*load_networks(SHIPPED_MODEL), K)
+    assert not 0.5 < metric_scale < 2  # the shipped model is not metric on this camera
+    start = trainer.weights()
+
+    def score(depth_factor: float, translation_factor: float = 1.0):
+        weights = copy.deepcopy(start)
+        weights['depth_scale'] = start['depth_scale'] * metric_scale * depth_factor
+        pose = PoseNet()
+        pose.load_state_dict(start['pose_net'])
+        pose.scale_translations(translation_factor)
+        weights['pose_net'] = pose.state_dict()
+        return trainer.evaluate(held, weights)
+
+    metric = score(1.0)
+    for factor in (0.5, 0.8, 1.25, 2.0):
+        assert score(factor).metric_photometric > metric.metric_photometric, factor
+    doubled = score(2.0, translation_factor=2.0)
+    assert doubled.photometric == pytest.approx(score(1.0).photometric, rel=1e-3)
+    assert doubled.velocity != pytest.approx(metric.velocity, rel=0.1)
+    assert trainer.evaluate([]) is None

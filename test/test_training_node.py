@@ -188,7 +188,7 @@ def test_distorted_frames_are_rectified_before_training(tmp_path):
     calibration = Calibration(width=384, height=128, K=K, D=(-0.25, 0.08, 0.001, -0.001, 0.0), R=np.eye(3), P=P)
     overrides = [Parameter('checkpoint_dir', value=str(tmp_path)), Parameter('width', value=W),
                  Parameter('height', value=H), Parameter('device', value='cpu'), Parameter('min_distance', value=0.0),
-                 Parameter('holdout_every', value=0)]
+                 Parameter('holdout_every', value=0), Parameter('stride', value=1)]
     probe = ClientNode('rectify_test', make_node=lambda context: TrainingNode(context=context,
                                                                               parameter_overrides=overrides))
     node = probe.node

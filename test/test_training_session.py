@@ -8,8 +8,9 @@ import torch
 from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.training import SessionConfig, TrainingSession, Triplet, Validation
+from packnet_ros.training.trainer import HeldOutScore
 
-from helpers import kitti_triplets
+from helpers import SHIPPED_MODEL, kitti_triplets, synthetic_holdout
 
 
 @pytest.fixture(scope='module')
@@ -100,7 +101,7 @@ def test_worse_checkpoint_is_saved_but_not_announced(tmp_path, kitti):
     second, announced = session.checkpoint()
     validation = session.stats.last_validation
     assert announced is None and second.exists() and session.stats.not_announced == 1
-    assert math.isfinite(validation.candidate) and validation.candidate > validation.announced
+    assert math.isfinite(validation.candidate.photometric) and validation.failures
     assert session.stats.announced == first
     session.config.validate_before_announce = False
     session.step()
@@ -112,7 +113,8 @@ def test_rotation_keeps_the_newest_and_the_announced(tmp_path, kitti, monkeypatc
     session = session_for(tmp_path, kitti, keep_last=2)
     session.step()
     announced, _ = session.checkpoint()
-    monkeypatch.setattr(session, '_validate', lambda: Validation(1.0, 0.5))  # no later checkpoint is better
+    worse, better = HeldOutScore(1.0, 1.0, 0.5), HeldOutScore(0.5, 0.5, 0.01)
+    monkeypatch.setattr(session, '_validate', lambda: Validation(worse, better))  # no later checkpoint is better
     saved = []
     for _ in range(3):
         session.step()
@@ -171,3 +173,44 @@ def test_learning_rate_follows_where_the_weights_come_from(tmp_path):
     tuned = SessionConfig(checkpoint_dir=tmp_path, init_checkpoint='trained.ckpt')
     assert tuned.trainer().learning_rate == FINE_TUNE_LR < SCRATCH_LR
     assert SessionConfig(checkpoint_dir=tmp_path, learning_rate=5e-4).trainer().learning_rate == 5e-4
+
+
+def test_validation_names_every_respect_in_which_the_candidate_is_worse():
+    announced = HeldOutScore(photometric=0.10, metric_photometric=0.10, velocity=0.20)
+    assert Validation(HeldOutScore(0.09, 0.09, 0.10), announced).passed
+    assert Validation(HeldOutScore(0.11, 0.09, 0.10), announced).failures == ['held-out loss 0.1100 > 0.1000']
+    assert Validation(HeldOutScore(0.09, 0.12, 0.10), announced).failures == \
+        ['loss at measured motion 0.1200 > 0.1000']
+    assert Validation(HeldOutScore(0.09, 0.09, 0.30), announced).failures == ['velocity error 0.3000 > 0.2000']
+    # once translations agree within 5 %, a little less agreement than the announced model's is noise
+    tight = HeldOutScore(0.10, 0.10, 0.01)
+    assert Validation(HeldOutScore(0.09, 0.09, 0.04), tight).passed
+    assert not Validation(HeldOutScore(0.09, 0.09, 0.06), tight).passed
+
+
+def test_a_model_whose_scale_drifts_is_not_announced(tmp_path):
+    """Started from the shipped model on another camera, the first candidate is compared with
+    that model. Depth and motion shrunk together explain the frames exactly as well (the
+    photometric loss cannot tell), but they are farther from metric: refused."""
+    held, K, metric_scale = synthetic_holdout()
+    assert metric_scale > 2  # the shipped model's depth is too near on this camera: shrinking moves away
+    config = SessionConfig(checkpoint_dir=tmp_path / 'ckpts', init_checkpoint=str(SHIPPED_MODEL), height=64,
+                           width=192, holdout_every=0, save_every_steps=10 ** 6, save_every_seconds=1e9)
+    session = TrainingSession(config)
+    session.set_intrinsics(K)
+    session.holdout = held
+    start = session.trainer.evaluate(held)
+    with torch.no_grad():
+        session.trainer.depth_net.depth_scale /= 3
+        session.trainer.pose_net.scale_translations(1 / 3)
+    saved, announced = session.checkpoint()
+    validation = session.stats.last_validation
+    assert announced is None and saved.exists() and session.stats.announced is None
+    assert validation.announced == start
+    assert validation.candidate.photometric == pytest.approx(start.photometric, rel=1e-3)
+    assert [f.split(' 0')[0] for f in validation.failures][-2:] == ['loss at measured motion', 'velocity error']
+    with torch.no_grad():  # toward metric instead: announced
+        session.trainer.depth_net.depth_scale *= 3 * metric_scale
+        session.trainer.pose_net.scale_translations(3 * metric_scale)
+    saved, announced = session.checkpoint()
+    assert session.stats.last_validation.failures == [] and announced == saved

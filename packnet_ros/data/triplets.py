@@ -22,7 +22,7 @@ from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, read_split
 from packnet_ros.geometry import RectifierCache, scale_intrinsics
 from packnet_ros.image import read_rgb
-from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
+from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator, TripletRules, choose_context
 
 
 @dataclass(frozen=True)
@@ -32,49 +32,48 @@ class PlannedTriplet:
     stamp: float
 
 
-def plan_triplets(stamps: list[float], speed_samples: list[tuple[float, float]], stride: int = 1,
-                  min_distance: float = 0.1, max_frame_gap: float = 0.5, max_speed: float = 70.0
+def plan_triplets(stamps: list[float], speed_samples: list[tuple[float, float]], rules: TripletRules | None = None
                   ) -> tuple[list[PlannedTriplet], Counter]:
     """Triplets a recorded drive offers, with the online accumulator's rules (speed coverage,
-    frame gaps, static context) and the same skip reasons."""
-    track = SpeedTrack(max_samples=len(speed_samples) + 1, max_speed=max_speed)
+    frame gaps, context choice, static context) and the same skip reasons; by distance, also
+    the targets the online window cannot centre (the first and last `stride` frames)."""
+    rules = rules or TripletRules()
+    stride = rules.stride
+    track = SpeedTrack(max_samples=len(speed_samples) + 1, max_speed=rules.max_speed)
     skipped: Counter[str] = Counter()
     for stamp, speed in sorted(speed_samples):
         reason = track.add(stamp, speed)
         if reason:
             skipped[reason] += 1
     plans = []
-    for i in range(stride, len(stamps) - stride):
-        window = stamps[i - stride:i + stride + 1]
-        if np.max(np.diff(window)) > max_frame_gap or np.min(np.diff(window)) <= 0:
+    # By distance, targets near the ends of a recording take what context there is.
+    edge = 1 if rules.context_distance > 0 else stride
+    for i in range(edge, len(stamps) - edge):
+        reach = (min(stride, i), min(stride, len(stamps) - 1 - i))
+        window = stamps[i - reach[0]:i + reach[1] + 1]
+        if np.max(np.diff(window)) > rules.max_frame_gap or np.min(np.diff(window)) <= 0:
             skipped['gap'] += 1
             continue
-        distances, reason = [], None
-        for context in (i - stride, i + stride):
-            distance, reason = track.distance(stamps[i], stamps[context])
-            if reason:
-                break
-            distances.append(distance)
+        offsets, distances, reason = choose_context(
+            lambda offset: track.distance(stamps[i], stamps[i + offset]), rules, reach)
         if reason:
             skipped['no_speed' if reason == 'pending' else reason] += 1
-        elif min(distances) < min_distance:
-            skipped['static'] += 1
         else:
-            plans.append(PlannedTriplet((i - stride, i, i + stride), (distances[0], distances[1]), stamps[i]))
+            plans.append(PlannedTriplet((i + offsets[0], i, i + offsets[1]), distances, stamps[i]))
     return plans, skipped
 
 
 class DriveTriplets(Dataset):
     """A KITTI-layout drive folder (KITTI raw, or `packnet-ros synth`) as lazily read triplets."""
 
-    def __init__(self, drive_dir: str | Path, height: int, width: int, camera: int = 2, stride: int = 1,
-                 min_distance: float = 0.1, max_frame_gap: float = 0.5, targets: set[int] | None = None):
+    def __init__(self, drive_dir: str | Path, height: int, width: int, camera: int = 2,
+                 rules: TripletRules | None = None, targets: set[int] | None = None):
         """targets: frame numbers allowed as triplet targets (a split file's), None for all."""
         self.drive = KittiDrive(drive_dir, camera)
         self.size = (height, width)
         stamps = self.drive.stamps()
         samples = [(p.stamp, p.speed) for p in self.drive.oxts()]
-        self.plans, self.skipped = plan_triplets(stamps, samples, stride, min_distance, max_frame_gap)
+        self.plans, self.skipped = plan_triplets(stamps, samples, rules)
         if targets is not None:
             self.plans = [p for p in self.plans if self.drive.frames[p.frames[1]] in targets]
         image_h, image_w = read_rgb(self.drive.image_path(self.drive.frames[0])).shape[:2]
@@ -122,8 +121,8 @@ def speed_of(msg) -> float:
     return math.hypot(v.x, v.y, v.z)  # no overflow for huge components: those are refused as invalid
 
 
-def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | None = None, stride: int = 1,
-                 min_distance: float = 0.1) -> tuple[list[Triplet], Counter]:
+def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | None = None,
+                 rules: TripletRules | None = None) -> tuple[list[Triplet], Counter]:
     """Replay a rosbag2 (mcap or sqlite3) through the online accumulator; frames at network size."""
     from packnet_ros.data.bag import deserialize, read_messages, topics_of
 
@@ -132,7 +131,7 @@ def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | N
     missing = [t for t in (topics.image, topics.camera_info, topics.speed) if t not in available]
     if missing:
         raise ValueError(f'{bag} lacks {missing}; it has: ' + ', '.join(f'{t} ({m})' for t, m in available.items()))
-    acc = TripletAccumulator(height, width, stride, min_distance)
+    acc = TripletAccumulator(height, width, rules)
     triplets, K, image_size, skipped = [], None, None, Counter()
     rectifiers, rectifier = RectifierCache(), None  # distorted cameras train on rectified frames, as online
     for topic, msgtype, _, raw in read_messages(bag, [topics.image, topics.camera_info, topics.speed]):
@@ -167,7 +166,8 @@ def _with(triplet: Triplet, K: np.ndarray) -> Triplet:
     return Triplet(triplet.images, triplet.distances, triplet.stamp, K)
 
 
-def split_triplets(split: str | Path, height: int, width: int) -> list[DriveTriplets]:
+def split_triplets(split: str | Path, height: int, width: int, rules: TripletRules | None = None
+                   ) -> list[DriveTriplets]:
     """The drives a KITTI split file lists (packnet-sfm's, KITTI's or monodepth2's format), with
     only the listed frames as targets. Paths are relative to the split file's folder or, as
     packnet-sfm keeps them in KITTI_raw/data_splits/, to its parent; missing data is listed."""
@@ -185,18 +185,19 @@ def split_triplets(split: str | Path, height: int, width: int) -> list[DriveTrip
     frames: dict[tuple[Path, int], set[int]] = {}
     for sample in samples:
         frames.setdefault((sample.drive, sample.camera), set()).add(sample.frame)
-    return [DriveTriplets(drive, height, width, camera, targets=targets) for (drive, camera), targets in frames.items()]
+    return [DriveTriplets(drive, height, width, camera, rules, targets) for (drive, camera), targets in frames.items()]
 
 
-def open_source(path: str | Path, height: int, width: int, topics: BagTopics | None = None) -> list[Dataset]:
+def open_source(path: str | Path, height: int, width: int, topics: BagTopics | None = None,
+                rules: TripletRules | None = None) -> list[Dataset]:
     """A drive folder, a split file or a rosbag2 directory as Datasets of triplets."""
     path = Path(path)
     if path.is_file():
-        return list(split_triplets(path, height, width))
+        return list(split_triplets(path, height, width, rules))
     if (path / 'metadata.yaml').is_file():
-        return [TripletList(bag_triplets(path, height, width, topics)[0])]
+        return [TripletList(bag_triplets(path, height, width, topics, rules)[0])]
     if KittiDrive.is_drive(path):
-        return [DriveTriplets(path, height, width)]
+        return [DriveTriplets(path, height, width, rules=rules)]
     raise FileNotFoundError(f'{path} is neither a KITTI-layout drive folder (image_02/data), a split file '
                             'listing frames, nor a rosbag2 (metadata.yaml)')
 

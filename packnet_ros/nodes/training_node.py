@@ -32,13 +32,14 @@ from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
 from packnet_ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.nodes.runner import join_until, run
-from packnet_ros.training import SessionConfig, SpeedTrack, TrainingSession, TripletAccumulator
+from packnet_ros.training import SessionConfig, TrainingSession, TripletAccumulator, TripletRules
 from packnet_ros.training.trainer import SCALE_FROM_SPEED
 
 WARN_PERIOD_S = 5.0
 ARCHITECTURES = tuple(DEPTH_NETWORKS)
 TWIST_TYPES = {'TwistStamped': TwistStamped, 'TwistWithCovarianceStamped': TwistWithCovarianceStamped}
 
+RULES = TripletRules()  # the defaults of the triplet parameters
 PARAMETERS = {
     'checkpoint_dir': Param('', 'directory for checkpoints; training resumes from the newest valid one. Empty = '
                                 '$ROS_HOME/packnet_ros/checkpoints (ROS_HOME defaults to ~/.ros); a relative path is '
@@ -74,10 +75,13 @@ PARAMETERS = {
     'velocity_source': Param('odom', '"odom" (nav_msgs/Odometry) or "twist"', choices=('odom', 'twist')),
     'twist_type': Param('TwistStamped', 'message type on "twist", for velocity_source=twist',
                         choices=tuple(TWIST_TYPES)),
-    'max_speed': Param(70.0, 'm/s; faster (or non-finite) speeds are refused as invalid', low=0.0),
-    'stride': Param(1, 'frames between target and context frames', low=1, high=100),
-    'min_distance': Param(0.1, 'metres; closer context frames make a triplet static (skipped)', low=0.0),
-    'max_frame_gap': Param(0.5, 'seconds; a larger gap between frames breaks a triplet', low=0.0),
+    'max_speed': Param(RULES.max_speed, 'm/s; faster (or non-finite) speeds are refused as invalid', low=0.0),
+    'stride': Param(RULES.stride, 'frames between target and context frames (by distance: at most)', low=1, high=100),
+    'context_distance': Param(RULES.context_distance, 'metres; > 0: the nearest context frames at least this far '
+                              '(within stride frames); 0: stride frames away', low=0.0),
+    'min_distance': Param(RULES.min_distance, 'metres; closer context frames make a triplet static (skipped)',
+                          low=0.0),
+    'max_frame_gap': Param(RULES.max_frame_gap, 'seconds; a larger gap between frames breaks a triplet', low=0.0),
     'max_speed_delay': Param(0.5, 'seconds to wait for odometry covering a triplet', low=0.0),
     'buffer_triplets': Param(500, 'replay buffer size in triplets', low=1),
     'buffer_mb': Param(256.0, 'replay buffer size in MiB', low=1.0),
@@ -120,9 +124,8 @@ class TrainingNode(Node):
         self.session = TrainingSession(SessionConfig.from_mapping({**p, 'checkpoint_dir': folder}),
                                        logger=self.get_logger())
         # Touched by callbacks only, and the executor runs them one at a time: no lock needed.
-        self.accumulator = TripletAccumulator(p['height'], p['width'], p['stride'], p['min_distance'],
-                                              p['max_frame_gap'], p['max_speed_delay'],
-                                              SpeedTrack(max_speed=p['max_speed']))
+        self.accumulator = TripletAccumulator(p['height'], p['width'], TripletRules.from_mapping(p),
+                                              p['max_speed_delay'])
         self.rectifiers = RectifierCache()
         self.rectifier: Rectifier | None = None
         self.image_size: tuple[int, int] | None = None

@@ -1,9 +1,10 @@
 """Self-supervised training: triplets from a stream, replay buffer, trainer, session policy."""
-from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator
+from packnet_ros.training.accumulator import NEIGHBOURS, SpeedTrack, Triplet, TripletAccumulator, TripletRules
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession, Validation
-from packnet_ros.training.trainer import Trainer, TrainerConfig
+from packnet_ros.training.trainer import HeldOutScore, Trainer, TrainerConfig
 
-__all__ = ['CheckpointDirectory', 'ReplayBuffer', 'SessionConfig', 'SpeedTrack', 'StepResult', 'Trainer',
-           'TrainerConfig', 'TrainingSession', 'Triplet', 'TripletAccumulator', 'Validation']
+__all__ = ['NEIGHBOURS', 'CheckpointDirectory', 'HeldOutScore', 'ReplayBuffer', 'SessionConfig', 'SpeedTrack',
+           'StepResult', 'Trainer', 'TrainerConfig', 'TrainingSession', 'Triplet', 'TripletAccumulator', 'TripletRules',
+           'Validation']

@@ -7,7 +7,8 @@ teach something wrong is skipped, and the reason counted.
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -29,6 +30,37 @@ class Triplet:
     @property
     def nbytes(self) -> int:
         return self.images.nbytes + self.distances.nbytes
+
+
+@dataclass(frozen=True)
+class TripletRules:
+    """Which frames of a stream make a training triplet: one rule for the training node and for
+    offline training (the node's parameters carry the same names).
+
+    stride and context_distance choose the context frames (choose_context): by default the
+    nearest frames at least 0.5 m from the target within 5 frames, which the curves chose over
+    neighbouring frames (DEVELOPERS.md: on real footage, wider baselines let the photometric
+    loss see depth, and slow driving keeps its triplets). min_distance: a context closer than
+    this (metres) makes the triplet 'static'. max_frame_gap: seconds allowed between
+    consecutive frames. max_speed: faster (or non-finite) speeds are refused."""
+
+    stride: int = 5
+    context_distance: float = 0.5
+    min_distance: float = 0.1
+    max_frame_gap: float = 0.5
+    max_speed: float = 70.0
+
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise ValueError(f'stride must be >= 1, got {self.stride}')
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> 'TripletRules':
+        """The fields present in `values` (e.g. a node's parameters); others keep defaults."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+NEIGHBOURS = TripletRules(stride=1, context_distance=0.0)  # consecutive frames, as the original trains
 
 
 class SpeedTrack:
@@ -76,30 +108,55 @@ class SpeedTrack:
         return travelled_distance(stamps, speeds, t0, t1), None
 
 
-class TripletAccumulator:
-    """Keeps the last frames (downsized to the network size) and emits triplets.
+Context = tuple[tuple[int, int], tuple[float, float], str | None]
 
-    stride: frames between target and context (1 = consecutive). min_distance: a context
-    frame closer than this (metres) makes the triplet 'static'. max_frame_gap: seconds
-    allowed between consecutive frames of a triplet. A candidate whose odometry has not
-    arrived yet waits up to max_speed_delay seconds (stream time) before it is skipped.
-    Both add_frame and add_speed return the triplets that became complete. A repeated
-    stamp is counted as 'duplicate' and ignored; an earlier one means time went backwards
-    (a looping bag) and starts the window afresh.
+
+def choose_context(distance: Callable[[int], tuple[float | None, str | None]], rules: TripletRules,
+                   reach: tuple[int, int] | None = None) -> Context:
+    """The context frames of one target, online and offline alike: (offsets (previous < 0, next
+    > 0), their distances in metres, None) or (_, _, skip reason).
+
+    `distance(offset)` is the travelled distance to the frame `offset` frames away, or
+    (None, reason). With rules.context_distance 0 the context is `stride` frames away; with
+    context_distance > 0 it is the nearest frame on each side at least that far, at most
+    `stride` frames (and `reach`, the frames there are on each side) away, the farthest when
+    none is: slow motion keeps its triplets and fast motion gets no wider baseline than it
+    needs. A context closer than min_distance makes the triplet 'static'."""
+    stride, context_distance = rules.stride, rules.context_distance
+    offsets, distances = [], []
+    for side, available in zip((-1, 1), reach or (stride, stride)):
+        farthest = min(stride, available) if context_distance > 0 else stride
+        for offset in range(1 if context_distance > 0 else stride, farthest + 1):
+            d, reason = distance(side * offset)
+            if reason:
+                return (0, 0), (0.0, 0.0), reason
+            if d >= context_distance:
+                break
+        offsets.append(side * offset)
+        distances.append(d)
+    if min(distances) < rules.min_distance:
+        return (0, 0), (0.0, 0.0), 'static'
+    return (offsets[0], offsets[1]), (distances[0], distances[1]), None
+
+
+class TripletAccumulator:
+    """Keeps the last frames (downsized to the network size) and emits triplets by `rules`.
+
+    A candidate whose odometry has not arrived yet waits up to max_speed_delay seconds (stream
+    time) before it is skipped. Both add_frame and add_speed return the triplets that became
+    complete. A repeated stamp is counted as 'duplicate' and ignored; an earlier one means time
+    went backwards (a looping bag) and starts the window afresh.
     """
 
-    def __init__(self, height: int, width: int, stride: int = 1, min_distance: float = 0.2,
-                 max_frame_gap: float = 0.5, max_speed_delay: float = 0.5, speed: SpeedTrack | None = None):
-        if stride < 1:
-            raise ValueError(f'stride must be >= 1, got {stride}')
+    def __init__(self, height: int, width: int, rules: TripletRules | None = None, max_speed_delay: float = 0.5,
+                 speed: SpeedTrack | None = None):
+        self.rules = rules = rules or TripletRules()
         self.size = (height, width)
-        self.stride = stride
-        self.min_distance = min_distance
-        self.max_frame_gap = max_frame_gap
-        self.speed = speed or SpeedTrack()
+        self.stride = rules.stride
+        self.speed = speed or SpeedTrack(max_speed=rules.max_speed)
         self.max_speed_delay = max_speed_delay
-        self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=2 * stride + 1)
-        # Candidates (before, target, after) waiting for odometry; bounded so memory is too.
+        self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=2 * rules.stride + 1)
+        # Candidate windows (target in the middle) waiting for odometry; bounded so memory is too.
         self.pending: deque[tuple[tuple[float, np.ndarray], ...]] = deque()
         self.max_pending = 8
         self.skipped: Counter[str] = Counter()
@@ -124,10 +181,10 @@ class TripletAccumulator:
         small = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         self.frames.append((stamp, np.ascontiguousarray(small, dtype=np.uint8)))
         if len(self.frames) == self.frames.maxlen:
-            if np.max(np.diff([f[0] for f in self.frames])) > self.max_frame_gap:
+            if np.max(np.diff([f[0] for f in self.frames])) > self.rules.max_frame_gap:
                 self.skipped['gap'] += 1
             else:
-                self.pending.append((self.frames[0], self.frames[self.stride], self.frames[-1]))
+                self.pending.append(tuple(self.frames))
                 if len(self.pending) > self.max_pending:
                     self.pending.popleft()
                     self.skipped['stale_speed'] += 1
@@ -136,24 +193,20 @@ class TripletAccumulator:
     def _resolve(self, now: float | None) -> list[Triplet]:
         out = []
         while self.pending:
-            before, target, after = self.pending[0]
-            distances, reason = [], None
-            for context in (before, after):
-                d, reason = self.speed.distance(target[0], context[0])
-                if reason:
-                    break
-                distances.append(d)
+            window = self.pending[0]
+            target = window[self.stride]
+            offsets, distances, reason = choose_context(
+                lambda offset: self.speed.distance(target[0], window[self.stride + offset][0]), self.rules)
             if reason == 'pending':
-                if now is None or now - after[0] <= self.max_speed_delay:
+                if now is None or now - window[-1][0] <= self.max_speed_delay:
                     break  # odometry may still come: keep order, wait
                 reason = 'stale_speed' if self.speed.samples else 'no_speed'
             self.pending.popleft()
             if reason:
                 self.skipped[reason] += 1
-            elif min(distances) < self.min_distance:
-                self.skipped['static'] += 1
             else:
                 self.emitted += 1
+                before, after = window[self.stride + offsets[0]], window[self.stride + offsets[1]]
                 out.append(Triplet(np.stack([before[1], target[1], after[1]]),
                                    np.array(distances, np.float32), target[0]))
         return out

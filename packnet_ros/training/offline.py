@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from packnet_ros.data.triplets import BagTopics, DriveTriplets, open_source
 from packnet_ros.image import colorize_depth
 from packnet_ros.metrics import METRIC_NAMES, image_metrics, mean_metrics
 from packnet_ros.training import distributed
+from packnet_ros.training.accumulator import TripletRules
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession
 
 Report = Callable[[StepResult, int, int], None]
@@ -121,8 +122,10 @@ class TensorBoardLog:
         self.writer.add_scalar('train/learning_rate', learning_rate, step)
 
     def checkpoint(self, step: int, session: TrainingSession, held_out: HeldOut) -> None:
-        if held_out.triplets:
-            self.writer.add_scalar('val/loss', session.trainer.evaluate(held_out.triplets), step)
+        score = session.trainer.evaluate(held_out.triplets)
+        if score is not None:
+            for key, value in asdict(score).items():
+                self.writer.add_scalar(f'val/{key}', value, step)
         metrics, depth = held_out.metrics(session)
         if metrics:
             for row in ('metric', 'median_scaled'):
@@ -137,13 +140,16 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def _session_config(config: OfflineConfig) -> SessionConfig:
+def _settings(config: OfflineConfig) -> tuple[SessionConfig, TripletRules]:
+    """The session's settings and the triplet rules, from the training node's parameter names."""
     settings = {**config.session, 'checkpoint_dir': config.out, 'min_triplets': 0}
-    known = {f.name for f in fields(SessionConfig)}
+    rule_names = {f.name for f in fields(TripletRules)}
+    known = {f.name for f in fields(SessionConfig)} | rule_names
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(f'unknown training settings {unknown}; known: {sorted(known)}')
-    return SessionConfig(**settings)
+    session = SessionConfig(**{k: v for k, v in settings.items() if k not in rule_names})
+    return session, TripletRules.from_mapping(settings)
 
 
 def train(config: OfflineConfig, report: Report | None = None, logger=None) -> OfflineRun:
@@ -152,8 +158,8 @@ def train(config: OfflineConfig, report: Report | None = None, logger=None) -> O
     out = Path(config.out)
     if any(out.glob('step_*.ckpt')) and not config.resume:
         raise FileExistsError(f'{out} already holds checkpoints: pass --resume to continue, or choose another --out')
-    session_config = _session_config(config)
-    sources = {path: open_source(path, session_config.height, session_config.width, config.topics)
+    session_config, rules = _settings(config)
+    sources = {path: open_source(path, session_config.height, session_config.width, config.topics, rules)
                for path in config.data}
     empty = [path for path, datasets in sources.items() if sum(len(d) for d in datasets) == 0]
     if empty:

@@ -26,7 +26,7 @@ from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
-from packnet_ros.training.trainer import StepInterrupted, Trainer, TrainerConfig, forward_motion
+from packnet_ros.training.trainer import HeldOutScore, StepInterrupted, Trainer, TrainerConfig, forward_motion
 
 EMA = 0.05  # weight of the newest step in the running loss
 # Learning rates the curves chose (DEVELOPERS.md): from random weights 2e-4 is too slow for the
@@ -82,16 +82,39 @@ class SessionConfig(TrainerConfig):
         return TrainerConfig(**values)
 
 
+# A candidate whose translations agree with the measured distances within this fraction
+# passes the velocity check even if the announced one agreed better (noise, not drift).
+VELOCITY_TOLERANCE = 0.05
+# "No worse" in a loss means not worse by more than this fraction: the rounding of the same
+# warp computed at another scale, far below what a training step changes.
+LOSS_TOLERANCE = 1e-3
+
+
 @dataclass(frozen=True)
 class Validation:
-    """Held-out loss of a new checkpoint and of the one announced before it."""
+    """Held-out scores of a new checkpoint and of the one announced before it (at the start:
+    the model the session began from). A candidate is announced only if it is no worse in
+    every respect: the photometric loss sees the structure, the velocity consistency sees
+    PoseNet's scale, the photometric loss at measured motion sees the depth's scale (a
+    collapsed or scale-drifted model, whose own motion still explains the frames, fails there)."""
 
-    candidate: float
-    announced: float
+    candidate: HeldOutScore
+    announced: HeldOutScore
+
+    @property
+    def failures(self) -> list[str]:
+        """What the candidate is worse in, in words; empty when it passed."""
+        c, a = self.candidate, self.announced
+        slack = 1 + LOSS_TOLERANCE
+        checks = (('held-out loss', c.photometric, a.photometric, c.photometric <= a.photometric * slack),
+                  ('loss at measured motion', c.metric_photometric, a.metric_photometric,
+                   c.metric_photometric <= a.metric_photometric * slack),
+                  ('velocity error', c.velocity, a.velocity, c.velocity <= max(a.velocity, VELOCITY_TOLERANCE)))
+        return [f'{name} {mine:.4f} > {theirs:.4f}' for name, mine, theirs, ok in checks if not ok]
 
     @property
     def passed(self) -> bool:
-        return self.candidate <= self.announced
+        return not self.failures
 
 
 @dataclass
@@ -139,7 +162,8 @@ class TrainingSession:
         self.trainer, self.origin = self._start()
         self.saved_ema = math.nan  # running loss when the last checkpoint was saved
         self.saved_step = self.trainer.step_count  # what is on disk already (resumed, or nothing learnt)
-        self.announced_weights: dict | None = None
+        # The model to beat: what the session started from, then each announced checkpoint.
+        self.announced_weights: dict | None = self.trainer.weights()
         self._last_save = self._window_start = time.monotonic()
         self._window_steps = 0
 
@@ -297,8 +321,8 @@ class TrainingSession:
             validation = self._validate() if c.validate_before_announce else None
             if validation is not None and not validation.passed:
                 self.stats.not_announced += 1
-                self.log.info(f'saved {path.name}; not announced: held-out loss {validation.candidate:.4f} > '
-                              f'{validation.announced:.4f} of the announced checkpoint')
+                self.log.info(f'saved {path.name}; not announced, worse than the announced model: '
+                              + ', '.join(validation.failures))
                 return path, None
             self.announced_weights = t.weights()
         self.stats.announced = path
@@ -346,7 +370,7 @@ class TrainingSession:
         return path
 
     def _validate(self) -> Validation | None:
-        """Held-out loss of the live weights vs the last announced ones, on the same triplets
+        """Held-out scores of the live weights vs the last announced ones, on the same triplets
         (None when there is nothing to compare with)."""
         with self.lock:
             holdout = list(self.holdout)

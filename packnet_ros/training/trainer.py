@@ -42,6 +42,21 @@ def forward_motion(metres: float) -> list[tuple[float, float, float]]:
     return [(0.0, 0.0, metres), (0.0, 0.0, -metres)]
 
 
+@dataclass(frozen=True)
+class HeldOutScore:
+    """How well a set of weights explains held-out triplets.
+
+    photometric: the self-supervised loss (photometric + smoothness) with PoseNet's own motion;
+    it cannot see a global scale. metric_photometric: the same loss with every translation
+    stretched to the measured distance, which only depth of the right scale minimises.
+    velocity: mean |‖t_pred‖ - distance| relative to the mean distance.
+    """
+
+    photometric: float
+    metric_photometric: float
+    velocity: float
+
+
 @dataclass
 class TrainerConfig:
     """How to train; the training node's parameters carry the same names.
@@ -154,20 +169,25 @@ class Trainer:
     def losses(self, triplets: list[Triplet], networks: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """Losses of a batch through `networks` (default: the training module, replicated
         across processes when distributed)."""
-        target, context, distances, K = triplets_to_batch(triplets, self.device)
-        inv_depths, pose_vecs = (networks or self.replicated)(target, context)
-        predicted = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
+        target, context, distances, K, inv_depths, predicted = self._forward(triplets, networks or self.replicated)
         poses = predicted
         if self.config.scale_from_speed == 'direct':
             poses = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
-        if K is None:
-            K = self.K.expand(target.shape[0], 3, 3)
         out = self.loss(target, context, inv_depths, K, poses)
         out['velocity'] = velocity_loss(predicted, distances)
         if self.config.scale_from_speed == 'loss':
             out['loss'] = out['loss'] + self.current_velocity_weight() * out['velocity']
         out['scale'] = torch.stack([p[:, :3, 3].norm(dim=-1) for p in predicted], 1).mean() / distances.mean()
         return out
+
+    def _forward(self, triplets: list[Triplet], networks: nn.Module):
+        """-> target, context, distances [B,2], K [B,3,3], inverse depths, predicted poses N x [B,4,4]."""
+        target, context, distances, K = triplets_to_batch(triplets, self.device)
+        inv_depths, pose_vecs = networks(target, context)
+        predicted = [pose_vec_to_mat(pose_vecs[:, j]) for j in range(len(context))]
+        if K is None:
+            K = self.K.expand(target.shape[0], 3, 3)
+        return target, context, distances, K, inv_depths, predicted
 
     @staticmethod
     def _with_length(pose: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -275,17 +295,23 @@ class Trainer:
             self.log_translation_scale.zero_()
 
     @torch.no_grad()
-    def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> float:
-        """Mean total loss on held-out triplets (train-mode networks, no update), of the live
-        networks or of `weights` (from weights(); the live ones are restored afterwards)."""
+    def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> HeldOutScore | None:
+        """How well the live networks, or `weights` (from weights(); the live ones are restored
+        afterwards), explain held-out triplets (train-mode networks, no update); None without any."""
         if not triplets:
-            return math.nan
+            return None
         live = self.weights() if weights is not None else None
         if weights is not None:
             self._use(weights)
         try:
             self.networks.train()
-            return float(self.losses(triplets, self.networks)['loss'])
+            target, context, distances, K, inv_depths, predicted = self._forward(triplets, self.networks)
+            own = self.loss(target, context, inv_depths, K, predicted)
+            measured = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
+            metric = self.loss(target, context, inv_depths, K, measured)
+            lengths = torch.stack([p[:, :3, 3].norm(dim=-1) for p in predicted], 1)
+            return HeldOutScore(photometric=float(own['loss']), metric_photometric=float(metric['loss']),
+                                velocity=float((lengths - distances).abs().mean() / distances.mean()))
         finally:
             if live is not None:
                 self._use(live)

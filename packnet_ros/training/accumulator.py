@@ -152,7 +152,6 @@ class TripletAccumulator:
                  speed: SpeedTrack | None = None):
         self.rules = rules = rules or TripletRules()
         self.size = (height, width)
-        self.stride = rules.stride
         self.speed = speed or SpeedTrack(max_speed=rules.max_speed)
         self.max_speed_delay = max_speed_delay
         self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=2 * rules.stride + 1)
@@ -194,9 +193,10 @@ class TripletAccumulator:
         out = []
         while self.pending:
             window = self.pending[0]
-            target = window[self.stride]
+            middle = self.rules.stride
+            target = window[middle]
             offsets, distances, reason = choose_context(
-                lambda offset: self.speed.distance(target[0], window[self.stride + offset][0]), self.rules)
+                lambda offset: self.speed.distance(target[0], window[middle + offset][0]), self.rules)
             if reason == 'pending':
                 if now is None or now - window[-1][0] <= self.max_speed_delay:
                     break  # odometry may still come: keep order, wait
@@ -206,7 +206,7 @@ class TripletAccumulator:
                 self.skipped[reason] += 1
             else:
                 self.emitted += 1
-                before, after = window[self.stride + offsets[0]], window[self.stride + offsets[1]]
+                before, after = window[middle + offsets[0]], window[middle + offsets[1]]
                 out.append(Triplet(np.stack([before[1], target[1], after[1]]),
                                    np.array(distances, np.float32), target[0]))
         return out

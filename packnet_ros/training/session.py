@@ -163,7 +163,7 @@ class TrainingSession:
         self.saved_ema = math.nan  # running loss when the last checkpoint was saved
         self.saved_step = self.trainer.step_count  # what is on disk already (resumed, or nothing learnt)
         # The model to beat: what the session started from, then each announced checkpoint.
-        self.announced_weights: dict | None = self.trainer.weights()
+        self.announced_weights: dict = self.trainer.weights()
         self._last_save = self._window_start = time.monotonic()
         self._window_steps = 0
 
@@ -374,7 +374,7 @@ class TrainingSession:
         (None when there is nothing to compare with)."""
         with self.lock:
             holdout = list(self.holdout)
-        if self.announced_weights is None or not holdout:
+        if not holdout:
             return None
         validation = Validation(self.trainer.evaluate(holdout),
                                 self.trainer.evaluate(holdout, self.announced_weights))

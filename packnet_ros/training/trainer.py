@@ -172,7 +172,7 @@ class Trainer:
         target, context, distances, K, inv_depths, predicted = self._forward(triplets, networks or self.replicated)
         poses = predicted
         if self.config.scale_from_speed == 'direct':
-            poses = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
+            poses = self._at_measured_length(predicted, distances)
         out = self.loss(target, context, inv_depths, K, poses)
         out['velocity'] = velocity_loss(predicted, distances)
         if self.config.scale_from_speed == 'loss':
@@ -188,6 +188,11 @@ class Trainer:
         if K is None:
             K = self.K.expand(target.shape[0], 3, 3)
         return target, context, distances, K, inv_depths, predicted
+
+    @classmethod
+    def _at_measured_length(cls, poses: list[torch.Tensor], distances: torch.Tensor) -> list[torch.Tensor]:
+        """Each context's poses [B,4,4] with translations stretched to the measured distances [B,N]."""
+        return [cls._with_length(p, distances[:, j]) for j, p in enumerate(poses)]
 
     @staticmethod
     def _with_length(pose: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -307,11 +312,9 @@ class Trainer:
             self.networks.train()
             target, context, distances, K, inv_depths, predicted = self._forward(triplets, self.networks)
             own = self.loss(target, context, inv_depths, K, predicted)
-            measured = [self._with_length(p, distances[:, j]) for j, p in enumerate(predicted)]
-            metric = self.loss(target, context, inv_depths, K, measured)
-            lengths = torch.stack([p[:, :3, 3].norm(dim=-1) for p in predicted], 1)
+            metric = self.loss(target, context, inv_depths, K, self._at_measured_length(predicted, distances))
             return HeldOutScore(photometric=float(own['loss']), metric_photometric=float(metric['loss']),
-                                velocity=float((lengths - distances).abs().mean() / distances.mean()))
+                                velocity=float(velocity_loss(predicted, distances) / distances.mean()))
         finally:
             if live is not None:
                 self._use(live)

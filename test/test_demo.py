@@ -1,14 +1,16 @@
 """A short `packnet-ros demo` run: real processes, a valid report, every artefact readable."""
 import json
 import math
+from pathlib import Path
 
 from packnet_ros.cli import main
 from packnet_ros.data.bag import read_messages
 from packnet_ros.demo.report import read_ply
 
 
-def test_short_demo_produces_a_valid_report(tmp_path):
-    out = tmp_path / 'demo_out'
+def test_short_demo_produces_a_valid_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = Path('demo_out')  # relative, as `make demo` passes it: the nodes must not put files elsewhere
     # Counted in steps and frames, with a cap far above what an idle machine needs (~30 s).
     assert main(['demo', '--out', str(out), '--steps', '3', '--window', '10', '--seconds', '900',
                  '--frames', '40']) == 0

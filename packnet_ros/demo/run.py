@@ -42,6 +42,13 @@ class DemoOptions:
     frames: int = 300
     seed: int = 7  # a world the shipped model never saw (it was trained on seed 1)
 
+    def __post_init__(self) -> None:
+        # The nodes put relative output paths under $ROS_HOME/packnet_ros; the demo's files
+        # belong where the user asked, so every path they are given is absolute.
+        self.out = Path(self.out).resolve()
+        if self.checkpoint:
+            self.checkpoint = str(Path(self.checkpoint).expanduser().resolve())
+
     def start_checkpoint(self) -> str | None:
         if self.from_scratch:
             return None

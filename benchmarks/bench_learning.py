@@ -151,7 +151,7 @@ def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, d
         print(f'    step {step:4d} {seconds:6.0f} s  abs_rel {result["abs_rel"]:.3f}  median-scaled '
               f'{result["abs_rel_median_scaled"]:.3f}  scale {result["scale_ratio"]:.3f}  held-out photometric '
               f'{score.photometric:.4f} at measured motion {score.metric_photometric:.4f} velocity error '
-              f'{score.velocity:.3f}', flush=True)
+              f'{score.velocity:.3f} holes {score.holes:.3f}', flush=True)
         return result
 
     curve = [point(0, 0.0)]

@@ -144,8 +144,11 @@ def run_train(args: argparse.Namespace) -> int:
     if main_process:
         session, speed = run.session, run.throughput
         where = f' on {processes.world_size} processes ({processes.backend})' if processes else ''
+        announced = session.stats.announced or 'none: no checkpoint passed validation'
+        if session.stats.last_validation is not None and not session.stats.last_validation.passed:
+            announced = f'{announced}; the last one failed on ' + ', '.join(session.stats.last_validation.failures)
         print(f'{session.origin}; trained to step {session.step_count}{where}; checkpoints in {config.out} '
-              f'(last {session.stats.last_saved}, announced {session.stats.announced})')
+              f'(last {session.stats.last_saved}, announced {announced})')
         if speed.steps:
             print(f'throughput: {speed.images_per_s:.1f} images/s; waiting for data {100 * speed.data_share:.1f} % '
                   f'of the time ({speed.steps} steps here)')

@@ -86,3 +86,18 @@ def depth_metrics(gt: np.ndarray, pred: np.ndarray, **kwargs) -> dict:
     if len(gt) != len(pred):
         raise ValueError(f'{len(gt)} ground-truth maps but {len(pred)} predictions')
     return mean_metrics([image_metrics(g, p, **kwargs) for g, p in zip(gt, pred)])
+
+
+# A pixel of the lower image half farther than this many times its image's median depth is a hole.
+HOLE_FACTOR = 20.0
+
+
+def hole_fraction(depth: torch.Tensor, factor: float = HOLE_FACTOR) -> float:
+    """Fraction of the lower half of depth maps [B,1,H,W] that reads farther than `factor` x
+    each map's median: the infinite-depth holes self-supervised depth digs where things move
+    with the camera (the car ahead in traffic), needing no ground truth to see. The lower half
+    holds the ground and what stands on it, near for a camera looking about level; the sky,
+    rightly far, is in the upper half."""
+    median = depth.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+    lower = depth[..., depth.shape[-2] // 2:, :]
+    return float((lower > factor * median).float().mean())

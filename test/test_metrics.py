@@ -1,9 +1,10 @@
 """Depth metrics on hand-computed numbers and on KITTI_tiny ground truth."""
 import numpy as np
 import pytest
+import torch
 
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.metrics import METRIC_NAMES, depth_metrics, garg_mask, image_metrics
+from packnet_ros.metrics import HOLE_FACTOR, METRIC_NAMES, depth_metrics, garg_mask, hole_fraction, image_metrics
 
 from helpers import KITTI_DRIVE, require
 
@@ -57,3 +58,16 @@ def test_kitti_ground_truth_against_itself_and_scaled():
     assert half['metric']['abs_rel'] == pytest.approx(0.5)
     assert half['median_scaled']['abs_rel'] == pytest.approx(0.0, abs=1e-6)
     assert set(half['metric']) == set(METRIC_NAMES)
+
+
+def test_hole_fraction_counts_far_pixels_of_the_lower_half_only():
+    """A road scene: depth falls from 50 m at the top row to 2 m at the bottom; sky far above.
+    A car-sized patch of the lower half read as 1 km is a hole; the sky is not."""
+    rows = torch.linspace(50.0, 2.0, 64).view(1, 1, 64, 1).expand(2, 1, 64, 96).clone()
+    rows[:, :, :10] = 5000.0  # sky, upper half
+    assert hole_fraction(rows) == 0.0
+    rows[0, :, 40:52, 30:54] = 1000.0  # 12 x 24 pixels of the first map's 32 x 96 lower half
+    assert hole_fraction(rows) == pytest.approx(12 * 24 / (2 * 32 * 96))
+    median = float(rows[1].median())
+    rows[1, :, 60:, :] = 0.99 * HOLE_FACTOR * median  # far, but not beyond the factor
+    assert hole_fraction(rows) == pytest.approx(12 * 24 / (2 * 32 * 96))

@@ -138,7 +138,7 @@ def test_tensorboard_logs_losses_and_held_out_metrics(drive, tmp_path):
     events.Reload()
     tags = events.Tags()
     assert {'train/loss', 'train/velocity', 'train/learning_rate', 'val/photometric', 'val/metric_photometric',
-            'val/velocity', 'val_metric/abs_rel',
+            'val/velocity', 'val/holes', 'val_metric/abs_rel',
             'val_median_scaled/abs_rel', 'val/scale_ratio'} <= set(tags['scalars'])
     assert [e.step for e in events.Scalars('train/loss')] == [1, 2]
     abs_rel = events.Scalars('val_metric/abs_rel')[-1].value

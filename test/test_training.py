@@ -18,6 +18,7 @@ from packnet_ros.training import (
     TripletAccumulator,
     TripletRules,
 )
+from packnet_ros.training.session import HOLE_TOLERANCE
 
 from helpers import KITTI_DRIVE, SHIPPED_MODEL, kitti_triplets, synthetic_holdout
 
@@ -244,4 +245,6 @@ def test_held_out_score_sees_the_depth_scale_that_the_photometric_loss_cannot():
     doubled = score(2.0, translation_factor=2.0)
     assert doubled.photometric == pytest.approx(score(1.0).photometric, rel=1e-3)
     assert doubled.velocity != pytest.approx(metric.velocity, rel=0.1)
+    # the synthetic street has nothing at infinity below the horizon; holes do not see scale
+    assert metric.holes < HOLE_TOLERANCE and doubled.holes == metric.holes
     assert trainer.evaluate([]) is None

@@ -113,7 +113,7 @@ def test_rotation_keeps_the_newest_and_the_announced(tmp_path, kitti, monkeypatc
     session = session_for(tmp_path, kitti, keep_last=2)
     session.step()
     announced, _ = session.checkpoint()
-    worse, better = HeldOutScore(1.0, 1.0, 0.5), HeldOutScore(0.5, 0.5, 0.01)
+    worse, better = HeldOutScore(1.0, 1.0, 0.5, 0.0), HeldOutScore(0.5, 0.5, 0.01, 0.0)
     monkeypatch.setattr(session, '_validate', lambda: Validation(worse, better))  # no later checkpoint is better
     saved = []
     for _ in range(3):
@@ -176,16 +176,26 @@ def test_learning_rate_follows_where_the_weights_come_from(tmp_path):
 
 
 def test_validation_names_every_respect_in_which_the_candidate_is_worse():
-    announced = HeldOutScore(photometric=0.10, metric_photometric=0.10, velocity=0.20)
-    assert Validation(HeldOutScore(0.09, 0.09, 0.10), announced).passed
-    assert Validation(HeldOutScore(0.11, 0.09, 0.10), announced).failures == ['held-out loss 0.1100 > 0.1000']
-    assert Validation(HeldOutScore(0.09, 0.12, 0.10), announced).failures == \
+    announced = HeldOutScore(photometric=0.10, metric_photometric=0.10, velocity=0.20, holes=0.0)
+    assert Validation(HeldOutScore(0.09, 0.09, 0.10, 0.0), announced).passed
+    assert Validation(HeldOutScore(0.11, 0.09, 0.10, 0.0), announced).failures == ['held-out loss 0.1100 > 0.1000']
+    assert Validation(HeldOutScore(0.09, 0.12, 0.10, 0.0), announced).failures == \
         ['loss at measured motion 0.1200 > 0.1000']
-    assert Validation(HeldOutScore(0.09, 0.09, 0.30), announced).failures == ['velocity error 0.3000 > 0.2000']
+    assert Validation(HeldOutScore(0.09, 0.09, 0.30, 0.0), announced).failures == ['velocity error 0.3000 > 0.2000']
     # once translations agree within 5 %, a little less agreement than the announced model's is noise
-    tight = HeldOutScore(0.10, 0.10, 0.01)
-    assert Validation(HeldOutScore(0.09, 0.09, 0.04), tight).passed
-    assert not Validation(HeldOutScore(0.09, 0.09, 0.06), tight).passed
+    tight = HeldOutScore(0.10, 0.10, 0.01, 0.0)
+    assert Validation(HeldOutScore(0.09, 0.09, 0.04, 0.0), tight).passed
+    assert not Validation(HeldOutScore(0.09, 0.09, 0.06, 0.0), tight).passed
+
+
+def test_a_model_that_digs_depth_holes_is_not_announced_however_low_its_losses():
+    """The collapse of from-scratch training in traffic: the car ahead, moving with the camera,
+    read as infinitely far explains the frames, so every loss improves. A sliver (under 1 %)
+    is tolerated; more holes than the announced model had are refused."""
+    announced = HeldOutScore(photometric=0.10, metric_photometric=0.10, velocity=0.20, holes=0.0)
+    assert Validation(HeldOutScore(0.05, 0.05, 0.01, 0.005), announced).passed
+    assert Validation(HeldOutScore(0.05, 0.05, 0.01, 0.16), announced).failures == ['depth holes 0.1600 > 0.0000']
+    assert Validation(HeldOutScore(0.05, 0.05, 0.01, 0.03), HeldOutScore(0.1, 0.1, 0.2, 0.04)).passed
 
 
 def test_a_model_whose_scale_drifts_is_not_announced(tmp_path):

@@ -88,6 +88,9 @@ VELOCITY_TOLERANCE = 0.05
 # "No worse" in a loss means not worse by more than this fraction: the rounding of the same
 # warp computed at another scale, far below what a training step changes.
 LOSS_TOLERANCE = 1e-3
+# A candidate may read this fraction of the lower image half as holes even if the announced
+# model read less: a sliver of sky or a far road end, not a collapse (collapsed: 10-30 %).
+HOLE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class Validation:
     the model the session began from). A candidate is announced only if it is no worse in
     every respect: the photometric loss sees the structure, the velocity consistency sees
     PoseNet's scale, the photometric loss at measured motion sees the depth's scale (a
-    collapsed or scale-drifted model, whose own motion still explains the frames, fails there)."""
+    scale-drifted model, whose own motion still explains the frames, fails there), and the
+    hole fraction sees the collapse that all the losses reward: objects moving with the camera
+    read as infinitely far."""
 
     candidate: HeldOutScore
     announced: HeldOutScore
@@ -109,7 +114,8 @@ class Validation:
         checks = (('held-out loss', c.photometric, a.photometric, c.photometric <= a.photometric * slack),
                   ('loss at measured motion', c.metric_photometric, a.metric_photometric,
                    c.metric_photometric <= a.metric_photometric * slack),
-                  ('velocity error', c.velocity, a.velocity, c.velocity <= max(a.velocity, VELOCITY_TOLERANCE)))
+                  ('velocity error', c.velocity, a.velocity, c.velocity <= max(a.velocity, VELOCITY_TOLERANCE)),
+                  ('depth holes', c.holes, a.holes, c.holes <= max(a.holes, HOLE_TOLERANCE)))
         return [f'{name} {mine:.4f} > {theirs:.4f}' for name, mine, theirs, ok in checks if not ok]
 
     @property

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from packnet_ros.geometry import pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
+from packnet_ros.metrics import hole_fraction
 from packnet_ros.networks import PackNet, PoseNet
 from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
@@ -49,12 +50,15 @@ class HeldOutScore:
     photometric: the self-supervised loss (photometric + smoothness) with PoseNet's own motion;
     it cannot see a global scale. metric_photometric: the same loss with every translation
     stretched to the measured distance, which only depth of the right scale minimises.
-    velocity: mean |‖t_pred‖ - distance| relative to the mean distance.
+    velocity: mean |‖t_pred‖ - distance| relative to the mean distance. holes: the fraction of
+    the targets' lower half read as (nearly) infinitely far (metrics.hole_fraction): a collapse
+    the photometric losses reward, since a hole explains an object moving with the camera.
     """
 
     photometric: float
     metric_photometric: float
     velocity: float
+    holes: float
 
 
 @dataclass
@@ -314,7 +318,8 @@ class Trainer:
             own = self.loss(target, context, inv_depths, K, predicted)
             metric = self.loss(target, context, inv_depths, K, self._at_measured_length(predicted, distances))
             return HeldOutScore(photometric=float(own['loss']), metric_photometric=float(metric['loss']),
-                                velocity=float(velocity_loss(predicted, distances) / distances.mean()))
+                                velocity=float(velocity_loss(predicted, distances) / distances.mean()),
+                                holes=hole_fraction(1.0 / inv_depths[0].clamp(min=1e-6)))
         finally:
             if live is not None:
                 self._use(live)

@@ -11,6 +11,7 @@ import torch
 
 from packnet_ros.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend, onnx_cache_path, prune_cache
 from packnet_ros.checkpoints import CheckpointError, load_checkpoint
+from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
 
@@ -128,7 +129,7 @@ class DepthEstimator:
     def infer_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32, NaN out of range)."""
         inv_depth = self.run(rgb)
-        return mask_out_of_range(1.0 / inv_depth.clamp(min=1e-6), self.min_depth, self.max_depth)
+        return mask_out_of_range(inv2depth(inv_depth), self.min_depth, self.max_depth)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""

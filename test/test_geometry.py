@@ -1,11 +1,13 @@
 """Geometry: round trips, identity warps and a hand-computed warp of a fronto-parallel plane."""
 import math
 
+import pytest
 import torch
 
 from packnet_ros.geometry import (
     Camera,
     euler_to_mat,
+    inv2depth,
     invert_pose,
     pixel_grid,
     pose_vec_to_mat,
@@ -13,6 +15,7 @@ from packnet_ros.geometry import (
     transform_points,
     view_synthesis,
 )
+from packnet_ros.geometry.depth import MIN_INVERSE_DEPTH
 
 from helpers import load_fixture
 
@@ -83,3 +86,8 @@ def test_pose_vec_to_mat_matches_original():
     for j in range(2):
         got = pose_vec_to_mat(fixture['pose_vecs'][:, j])
         assert torch.allclose(got, fixture['pose_mats_target_to_context'][:, j], atol=1e-6)
+
+
+def test_inv2depth_inverts_and_keeps_a_zero_head_finite():
+    depth = inv2depth(torch.tensor([0.5, 0.01, 0.0]))
+    assert depth.tolist() == pytest.approx([2.0, 100.0, 1 / MIN_INVERSE_DEPTH])

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from packnet_ros.geometry import Camera, view_synthesis
+from packnet_ros.geometry import Camera, inv2depth, view_synthesis
 from packnet_ros.losses.smoothness import smoothness_loss
 
 
@@ -85,7 +85,7 @@ class SelfSupervisedLoss(nn.Module):
         for inv_depth in inv_depths:
             cam = Camera(K).scaled(inv_depth.shape[-1] / width, inv_depth.shape[-2] / target.shape[-2])
             tgt = resize_like(target, inv_depth)
-            depth = 1.0 / inv_depth.clamp(min=1e-6)
+            depth = inv2depth(inv_depth)
             errors = []
             for ref, pose in zip(context, poses):
                 ref = resize_like(ref, inv_depth)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from packnet_ros.geometry import pose_vec_to_mat
+from packnet_ros.geometry import inv2depth, pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.metrics import hole_fraction
 from packnet_ros.networks import PackNet, PoseNet
@@ -319,7 +319,7 @@ class Trainer:
             metric = self.loss(target, context, inv_depths, K, self._at_measured_length(predicted, distances))
             return HeldOutScore(photometric=float(own['loss']), metric_photometric=float(metric['loss']),
                                 velocity=float(velocity_loss(predicted, distances) / distances.mean()),
-                                holes=hole_fraction(1.0 / inv_depths[0].clamp(min=1e-6)))
+                                holes=hole_fraction(inv2depth(inv_depths[0])))
         finally:
             if live is not None:
                 self._use(live)

@@ -14,13 +14,30 @@ def test_delivery_monitor_counts_losses_over_recent_messages():
     assert monitor.recent_loss == 0.0
     for _ in range(3):
         monitor.received()
-    monitor.missed(1)
+    monitor.lost_in_transport(1)
     assert monitor.lost == 1 and monitor.recent_loss == 0.25
-    monitor.missed(100)  # a long outage fills the window, the total keeps counting
+    monitor.lost_in_transport(100)  # a long outage fills the window, the total keeps counting
     assert monitor.lost == 101 and monitor.recent_loss == 1.0 and len(monitor.recent) == LOSS_WINDOW
     for _ in range(LOSS_WINDOW):
         monitor.received()
     assert monitor.recent_loss == 0.0
+
+
+def test_delivery_monitor_counts_sequence_gaps_of_a_single_publisher():
+    monitor = DeliveryMonitor()
+    for sequence in (1, 2, 5, 6, 9):  # 3, 4, 7 and 8 never reached us
+        monitor.received(sequence, b'camera')
+    assert monitor.missed == 4
+    monitor.received(12, b'restarted camera')  # another publisher: its count starts here
+    monitor.received(13, b'restarted camera')
+    assert monitor.missed == 4
+    monitor.received(20, None)  # two publishers interleave their numbers: no gap can be told
+    monitor.received(22, b'restarted camera')
+    monitor.received(None, b'restarted camera')  # a middleware without sequence numbers
+    monitor.received(30, b'restarted camera')
+    assert monitor.missed == 4 and monitor.lost == 0
+    monitor.received(32, b'restarted camera')
+    assert monitor.missed == 5
 
 
 def test_loss_advice_names_the_profile_to_give_the_camera():

@@ -514,6 +514,7 @@ class DepthServing:
             'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
             'lost_in_transport': str(self.image_sub.delivery.lost if self.image_sub else 0),
+            'missed': str(self.image_sub.delivery.missed if self.image_sub else 0),
             'errors': str(c.errors),
             'camera_info_rejected': str(c.camera_info_rejected),
             'reloads': str(c.reloads),

@@ -9,10 +9,16 @@ can. (Subscribing only once a publisher is known avoids replacing a subscription
 losing the frames in flight, in the usual case of one camera.)
 
 Frames lost on the way are counted by the middleware (the subscription's message-lost
-event). A best-effort camera without a large shared-memory segment loses most large frames,
-and nothing on the subscriber side recovers them (measured: README, "Large images over
-DDS"), so the node says so, once in the log and on /diagnostics while it lasts, with the fix
-for the camera's side.
+event). Frames that never reached the node at all, whether lost in transport or replaced in
+the subscription's queue of `qos_depth` while the node was busy (a reliable KEEP_LAST reader
+overwrites what it has not taken, and nothing reports it), show as gaps in the publisher's
+sequence numbers; those are counted as `missed` while the topic has one publisher (with
+several, the numbers of different publishers interleave and say nothing).
+
+A best-effort camera without a large shared-memory segment loses most large frames, and
+nothing on the subscriber side recovers them (measured: README, "Large images over DDS"), so
+the node says so, once in the log and on /diagnostics while it lasts, with the fix for the
+camera's side.
 
 QoS per topic, the ROS 2 way: `qos_overrides.<topic>.subscription.{reliability,depth,history}`
 in a parameters file beats the node-wide `qos_reliability` / `qos_depth`; the reliability
@@ -57,13 +63,22 @@ class DeliveryMonitor:
     ever arrives complete), beside those that did arrive."""
 
     def __init__(self):
-        self.lost = 0
+        self.lost = 0  # reported lost by the middleware
+        self.missed = 0  # never taken by the node, lost or replaced in the queue (sequence gaps)
         self.recent: list[bool] = []  # True = lost, the newest last
+        self._source, self._sequence = None, 0  # publisher and sequence number of the last message
 
-    def received(self) -> None:
+    def received(self, sequence: int | None = None, source: tuple | None = None) -> None:
+        """A message taken, with its publication sequence number and its publisher (None when
+        the middleware gives no number or several publishers share the topic: no gap can be told)."""
         self.recent = (self.recent + [False])[-LOSS_WINDOW:]
+        if sequence is not None and source is not None and source == self._source and sequence > self._sequence + 1:
+            self.missed += sequence - self._sequence - 1
+        # Another (or a restarted) publisher starts a new count: what it sent before its first
+        # message here cannot be told from frames it sent before we subscribed.
+        self._source, self._sequence = (source, sequence) if sequence is not None else (None, 0)
 
-    def missed(self, count: int) -> None:
+    def lost_in_transport(self, count: int) -> None:
         self.lost += count
         self.recent = (self.recent + [True] * min(count, LOSS_WINDOW))[-LOSS_WINDOW:]
 
@@ -129,12 +144,14 @@ class InputSubscription:
         return self.node.create_subscription(self.msg_type, self.topic, self._on_message, qos,
                                              qos_overriding_options=overrides, event_callbacks=events)
 
-    def _on_message(self, msg) -> None:
-        self.delivery.received()
+    def _on_message(self, msg, info: dict) -> None:
+        publishers = self.node.get_publishers_info_by_topic(self.topic)
+        source = bytes(publishers[0].endpoint_gid) if len(publishers) == 1 else None
+        self.delivery.received(info.get('publication_sequence_number'), source)
         self.callback(msg)
 
     def _on_lost(self, event) -> None:
-        self.delivery.missed(event.total_count_change)
+        self.delivery.lost_in_transport(event.total_count_change)
         if self.reliability != 'best_effort' or self.delivery.recent_loss < LOSS_REPORT:
             return
         advice = loss_advice(self.topic)

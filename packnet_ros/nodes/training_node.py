@@ -238,6 +238,7 @@ class TrainingNode(Node):
             'holdout_triplets': str(held_out),
             'frames': str(self.counters.frames),
             'frames_lost_in_transport': str(self.image_sub.delivery.lost),
+            'frames_missed': str(self.image_sub.delivery.missed),
             'triplets': str(s.triplets),
             **{f'skipped_{k}': str(v) for k, v in self.accumulator.skipped.items()},
             'skipped_no_camera_info': str(self.counters.no_camera_info),

@@ -8,14 +8,19 @@ other class into an inert placeholder, so neither yacs nor packnet-sfm is needed
 Our format is a plain dict (loads with weights_only=True) written atomically: temp file,
 fsync, read back and checked, rename, fsync of the directory.
 
-Every load is verified before anything uses it: the zip records' CRCs (a flipped bit), our
-metadata's presence and types, and that every weight is finite. A checkpoint that fails is
-rejected with a CheckpointError that names the file and the reason.
+Every load is verified before anything uses it: its size before it is read, the zip
+records' CRCs (a flipped bit), our metadata's presence, types and meaning (every number in a
+physical or buildable range, a format version we know), and that every weight is finite. A
+checkpoint that fails is rejected with a CheckpointError that names the file and the field;
+whatever a damaged file makes the readers raise becomes one too. The file is read into memory
+once, so a checkpoint rewritten in place while it loads cannot pull pages from under us
+(memory-mapped, a truncation is a SIGBUS).
 """
 from __future__ import annotations
 
 import datetime
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -29,6 +34,15 @@ from packnet_ros.networks import DEPTH_NETWORKS, PackNet, PoseNet, build_depth_n
 
 FORMAT = 'packnet_ros'
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 4 * 2 ** 30  # PackNet01 with pose net and optimizer moments is ~1.5 GB
+# What a file may claim before we build anything from it: beyond these, networks cannot be
+# built in memory or the numbers mean no camera and no scene.
+MAX_WIDTH = 4.0  # channel multiplier (shipped: 0.25-1)
+MAX_REF_IMAGES = 4  # context frames of the pose network (trained: 2)
+MAX_INPUT_SIDE = 4096  # network input height and width, pixels
+MIN_DEPTH_RANGE = (1e-3, 10.0)  # metres: the depth heads' nearest depth (official: 0.5)
+DEPTH_SCALE_RANGE = (1e-3, 1e3)  # a learnt global scale (official: 1)
+MAX_STEP = 2 ** 62
 OFFICIAL_PREFIXES = {'depth': ('model.depth_net.', 'depth_net.'), 'pose': ('model.pose_net.', 'pose_net.')}
 
 
@@ -109,35 +123,49 @@ class restricted_pickle:
         return RestrictedUnpickler(file, **kwargs).load()
 
 
-def _check_archive(path: Path) -> None:
+def _check_archive(data: io.BytesIO, path: Path) -> None:
     """CRC of every record of a zip checkpoint: torch.load alone accepts flipped bits."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(data) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # BadZipFile, and for flipped header bits NotImplementedError and more
         raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
     if bad is not None:
         raise CheckpointError(f'checkpoint {path} is corrupt: record {bad!r} fails its CRC check')
 
 
+def read_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> bytes:
+    """The whole file, refused before reading when it is not a regular file or is too large."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f'{what} {path} does not exist') from None
+    except OSError as exc:
+        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
+    if not path.is_file():
+        raise CheckpointError(f'{what} {path} is not a regular file')
+    if info.st_size > limit:
+        raise CheckpointError(f'{what} {path} is {info.st_size / 2 ** 30:.1f} GiB, more than the '
+                              f'{limit / 2 ** 30:.1f} GiB a {what} may be')
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
     """torch.load without running pickled code, after checking the archive's integrity."""
-    if not path.exists():
-        raise CheckpointError(f'checkpoint {path} does not exist')
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} is not a regular file')
-    is_zip = zipfile.is_zipfile(path)
-    if is_zip:
-        _check_archive(path)
+    data = io.BytesIO(read_file(path))
+    if zipfile.is_zipfile(data):
+        _check_archive(data, path)
     try:
         try:
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
+            data.seek(0)
+            return torch.load(data, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError:
             # Official files hold a pickled config object: load them with placeholders.
-            return torch.load(path, map_location=map_location, weights_only=False,
-                              pickle_module=restricted_pickle, mmap=is_zip)
-    except CheckpointError:
-        raise
+            data.seek(0)
+            return torch.load(data, map_location=map_location, weights_only=False, pickle_module=restricted_pickle)
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
 
@@ -214,6 +242,8 @@ def _check_state(state: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _check_optimizer(optimizer: Any, path: Path) -> dict | None:
+    """An optimizer state_dict whose tensors are finite; whether its moments suit the networks
+    is the trainer's to judge on resume (it starts them afresh otherwise)."""
     if optimizer is None:
         return None
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get('state'), dict) \
@@ -245,13 +275,30 @@ def _check_ours(ckpt: dict, path: Path) -> None:
         if isinstance(value, bool) or not isinstance(value, types):
             raise CheckpointError(f'{path}: {name!r} is {value!r} ({type(value).__name__}), expected '
                                   + ' or '.join(t.__name__ for t in types))
+    version = ckpt.get('format_version', FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f'{path}: format_version {version!r} is not one this packnet_ros reads '
+                              f'(1 to {FORMAT_VERSION}); a newer packnet_ros wrote it?')
     if ckpt['arch'] not in DEPTH_NETWORKS:
         raise CheckpointError(f'{path}: unknown architecture {ckpt["arch"]!r}; known: {sorted(DEPTH_NETWORKS)}')
-    if not ckpt['width'] > 0 or ckpt['step'] < 0:
-        raise CheckpointError(f'{path}: width {ckpt["width"]} and step {ckpt["step"]} must be positive')
+    if ckpt['version'] != '1A':
+        raise CheckpointError(f'{path}: version {ckpt["version"]!r} is not a PackNet version we build (1A)')
+    _check_range(path, 'width', ckpt['width'], 0, MAX_WIDTH, low_inclusive=False)
+    _check_range(path, 'step', ckpt['step'], 0, MAX_STEP)
+    if ckpt['nb_ref_imgs'] is not None:
+        _check_range(path, 'nb_ref_imgs', ckpt['nb_ref_imgs'], 1, MAX_REF_IMAGES)
     size = ckpt['input_size']
-    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in size)):
-        raise CheckpointError(f'{path}: input_size {size!r} is not two positive multiples of 32')
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                       and 0 < v <= MAX_INPUT_SIDE and v % 32 == 0 for v in size)):
+        raise CheckpointError(f'{path}: input_size {size!r} is not two multiples of 32 from 32 to {MAX_INPUT_SIDE}')
+
+
+def _check_range(path: Path, name: str, value: float, low: float, high: float, low_inclusive: bool = True) -> float:
+    """`value` itself, when it is a finite number within [low, high] (or (low, high])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (low <= value if low_inclusive else low < value) or value > high:
+        raise CheckpointError(f'{path}: {name} {value!r} is outside {"[" if low_inclusive else "("}{low:g}, {high:g}]')
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -287,6 +334,14 @@ class Checkpoint:
 
     def networks(self) -> tuple[PackNet, PoseNet | None]:
         """Build and fill the networks (eval mode); the pose network only if the file has one."""
+        try:
+            return self._networks()
+        except CheckpointError:
+            raise
+        except Exception as exc:  # what the fields checks did not foresee still names the file
+            raise CheckpointError(f'{self.path}: its networks cannot be built: {exc!r}') from exc
+
+    def _networks(self) -> tuple[PackNet, PoseNet | None]:
         depth_net = build_depth_net(self.arch, self.width, self.version, self.min_depth)
         depth_net.depth_scale = self.depth_scale
         _load_state(depth_net, self.depth_state, self.path, 'depth')
@@ -306,16 +361,10 @@ def _ours(ckpt: dict, path: Path) -> Checkpoint:
         pose_state=_check_state(ckpt['pose_net'], path, 'pose') if ckpt['pose_net'] is not None else None,
         nb_ref_imgs=ckpt['nb_ref_imgs'], input_size=tuple(ckpt['input_size']) if ckpt['input_size'] else None,
         step=ckpt['step'], optimizer=_check_optimizer(ckpt['optimizer'], path), extra=ckpt['extra'] or {},
-        created=ckpt['created'], min_depth=_positive(ckpt, 'min_depth', 0.5, path),
-        depth_scale=_positive(ckpt, 'depth_scale', 1.0, path))
-
-
-def _positive(ckpt: dict, key: str, default: float, path: Path) -> float:
-    """An optional positive number (files written before the field existed have the default)."""
-    value = ckpt.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float('inf'):
-        raise CheckpointError(f'{path}: {key} {value!r} is not a positive finite number')
-    return float(value)
+        created=ckpt['created'],
+        # Files written before these fields existed have the official values.
+        min_depth=float(_check_range(path, 'min_depth', ckpt.get('min_depth', 0.5), *MIN_DEPTH_RANGE)),
+        depth_scale=float(_check_range(path, 'depth_scale', ckpt.get('depth_scale', 1.0), *DEPTH_SCALE_RANGE)))
 
 
 def _official(ckpt: Any, path: Path) -> Checkpoint:
@@ -329,12 +378,17 @@ def _official(ckpt: Any, path: Path) -> Checkpoint:
                               f'(expected keys starting with {OFFICIAL_PREFIXES["depth"][0]!r})')
     pose = _strip(state, OFFICIAL_PREFIXES['pose']) or None
     arch, version, width = infer_depth_spec(_check_state(depth, path, 'depth'), path)
+    _check_range(path, 'width (from the weights\' shapes)', width, 0, MAX_WIDTH, low_inclusive=False)
+    nb_ref_imgs = None
+    if pose and 'pose_pred.weight' in pose:
+        nb_ref_imgs = _check_range(path, 'nb_ref_imgs (from pose_pred\'s shape)',
+                                   pose['pose_pred.weight'].shape[0] // 6, 1, MAX_REF_IMAGES)
     step = ckpt.get('global_step', 0)
     return Checkpoint(path=path, format='packnet-sfm', arch=arch, version=version, width=width,
                       depth_state=depth, pose_state=_check_state(pose, path, 'pose') if pose else None,
-                      nb_ref_imgs=pose['pose_pred.weight'].shape[0] // 6 if pose and 'pose_pred.weight' in pose
-                      else None,
-                      step=step if isinstance(step, int) and not isinstance(step, bool) else 0)
+                      nb_ref_imgs=nb_ref_imgs,
+                      step=step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP
+                      else 0)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu') -> Checkpoint:

@@ -77,8 +77,10 @@ class NodeProcess:
 
 def start_node(executable: str, log: str | Path, params_files: tuple[str | Path, ...] = (),
                parameters: dict | None = None, remaps: dict[str, str] | None = None,
-               namespace: str | None = None, env: dict[str, str] | None = None) -> NodeProcess:
-    """Run an installed node executable; later parameter files and `parameters` win."""
+               namespace: str | None = None, env: dict[str, str] | None = None,
+               preexec_fn: Callable[[], None] | None = None) -> NodeProcess:
+    """Run an installed node executable; later parameter files and `parameters` win.
+    `preexec_fn` runs in the child before the node starts (e.g. resource limits)."""
     args = [str(BIN / executable), '--ros-args']
     if namespace:
         args += ['-r', f'__ns:={namespace}']
@@ -90,7 +92,8 @@ def start_node(executable: str, log: str | Path, params_files: tuple[str | Path,
         args += ['-r', f'{source}:={target}']
     log = Path(log)
     with log.open('w') as out:  # the child keeps its own copy of the descriptor
-        popen = subprocess.Popen(args, env=env or ros_environment(), stdout=out, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(args, env=env or ros_environment(), stdout=out, stderr=subprocess.STDOUT,
+                                 preexec_fn=preexec_fn)
     return NodeProcess(executable, popen, log)
 
 

@@ -1,5 +1,6 @@
 """Checkpoints: official packnet-sfm files load safely, our format round-trips atomically."""
 import os
+import subprocess
 import sys
 import types
 import zipfile
@@ -191,3 +192,66 @@ def test_a_directory_or_fifo_is_not_a_checkpoint(tmp_path):
     os.mkfifo(tmp_path / 'pipe.ckpt')
     with pytest.raises(CheckpointError, match='pipe.ckpt is not a regular file'):
         load_checkpoint(tmp_path / 'pipe.ckpt')
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('depth_scale', 1e30, 'depth_scale 1e[+]30 is outside'), ('depth_scale', 1e-30, 'depth_scale 1e-30 is outside'),
+    ('min_depth', 1e-300, 'min_depth 1e-300 is outside'), ('min_depth', 1e30, 'min_depth 1e[+]30 is outside'),
+    ('format_version', 99, 'format_version 99 is not one this packnet_ros reads'),
+    ('input_size', [33554432, 33554432], 'input_size .* multiples of 32 from 32 to 4096'),
+    ('width', 1e12, 'width 1000000000000.0 is outside'), ('nb_ref_imgs', 10 ** 9, 'nb_ref_imgs 1000000000 is outside'),
+    ('version', '2A', "version '2A' is not a PackNet version"), ('step', -3, 'step -3 is outside')])
+def test_metadata_that_type_checks_but_means_nothing_is_refused(tmp_path, field, value, message):
+    """Values a hostile tester found served as 100 % NaN depth or killing the loader (3 PiB)."""
+    payload = torch.load(save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25), PoseNet(),
+                                         input_size=(96, 320)), weights_only=True)
+    payload[field] = value
+    torch.save(payload, tmp_path / 'bad.ckpt')
+    with pytest.raises(CheckpointError, match=f'bad.ckpt: {message}'):
+        load_checkpoint(tmp_path / 'bad.ckpt')
+
+
+def test_every_bit_flip_in_the_archive_directory_is_refused_or_harmless(tmp_path):
+    """Flipped bits in the zip's central directory made Python's zipfile raise
+    NotImplementedError (compression method, encryption flag, version): each must be a
+    CheckpointError, or load the same weights."""
+    path = save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25))
+    data = path.read_bytes()
+    directory = data.rindex(b'PK\x01\x02', 0, data.rindex(b'PK\x05\x06'))  # the last central header
+    outcomes = {'refused': 0, 'same': 0}
+    for offset in range(directory, directory + 46):  # every field of that header
+        for bit in (0, 3, 6):
+            flipped = bytearray(data)
+            flipped[offset] ^= 1 << bit
+            (tmp_path / 'flipped.ckpt').write_bytes(bytes(flipped))
+            try:
+                ckpt = load_checkpoint(tmp_path / 'flipped.ckpt')
+            except CheckpointError:
+                outcomes['refused'] += 1
+                continue
+            good = load_checkpoint(path)
+            assert all(torch.equal(ckpt.depth_state[k], v) for k, v in good.depth_state.items())
+            outcomes['same'] += 1
+    assert outcomes['refused'] > 0, outcomes
+
+
+def test_a_file_too_large_is_refused_before_it_is_read(tmp_path):
+    sparse = tmp_path / 'huge.ckpt'
+    with open(sparse, 'wb') as f:
+        f.truncate(checkpoints.MAX_FILE_BYTES + 1)  # sparse: nothing on disk, 4 GiB to read
+    with pytest.raises(CheckpointError, match='huge.ckpt is 4.0 GiB, more than the 4.0 GiB'):
+        load_checkpoint(sparse)
+
+
+def test_a_checkpoint_rewritten_in_place_after_loading_cannot_crash_its_reader(tmp_path):
+    """Memory-mapped weights died with SIGBUS when the file was truncated under them."""
+    path = save_checkpoint(tmp_path / 'live.ckpt', PackNetSlim01(width=0.25))
+    expected = sum(float(v.float().sum()) for v in load_checkpoint(path).depth_state.values())
+    script = ('import sys, torch\n'
+              'from packnet_ros.checkpoints import load_checkpoint\n'
+              'ckpt = load_checkpoint(sys.argv[1])\n'
+              'open(sys.argv[1], "wb").close()  # truncated in place, same inode\n'
+              'print(sum(float(v.float().sum()) for v in ckpt.depth_state.values()))\n')
+    result = subprocess.run([sys.executable, '-c', script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(expected)

@@ -1,12 +1,13 @@
 """training_node as a real process: frames + odometry in, loadable checkpoints out, survives kill -9."""
 import os
+import resource
 import shutil
 import signal
 import time
 
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -114,6 +115,40 @@ def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
         for log in ('run1.log', 'run2.log'):
             if (tmp_path / log).exists():
                 print(log, (tmp_path / log).read_text()[-3000:])
+
+
+def test_saves_that_fail_put_diagnostics_at_error_while_training_goes_on(tmp_path, frames):
+    """A full disk, as `ulimit -f` makes one: every checkpoint write fails with 'File too
+    large'. Training goes on and /diagnostics says ERROR with the reason for as long as it lasts."""
+    params = tmp_path / 'training.yaml'
+    shutil.copy(REPO / 'config' / 'training.yaml', params)
+    overrides = {'checkpoint_dir': str(tmp_path / 'ckpts'), 'width': W, 'height': H, 'device': 'cpu',
+                 'batch_size': 2, 'min_triplets': 2, 'save_every_steps': 2, 'learning_rate': 1e-3}
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 ** 20, 2 ** 20))  # 1 MiB: logs fit, checkpoints do not
+    probe = ClientNode('training_full_disk_test')
+    feeder = Feeder(probe)
+    proc = start_node('training_node', tmp_path / 'full.log', (params,), overrides, preexec_fn=small_files)
+
+    def failing():
+        for d in feeder.diags:
+            values = {kv.key: kv.value for kv in d.status[0].values}
+            if d.status[0].level == DiagnosticStatus.ERROR and int(values.get('failed_saves', 0)) >= 2 \
+                    and 'File too large' in d.status[0].message:
+                return int(values['step'])
+        return None
+    try:
+        feeder.wait_connected()
+        feeder.play(frames)
+        at = probe.wait_for(failing, 2 * DEADLINE, 'ERROR on /diagnostics naming the failed saves')
+        probe.wait_for(lambda: (feeder.step() or 0) > at, 2 * DEADLINE, f'training to go on after step {at}')
+        assert not list((tmp_path / 'ckpts').glob('*.ckpt')) and not feeder.checkpoints
+        assert 'File too large' in (tmp_path / 'full.log').read_text()
+    finally:
+        proc.stop()
+        probe.close()
+        print((tmp_path / 'full.log').read_text()[-3000:])
 
 
 def test_twist_with_covariance_as_speed_source(tmp_path, frames):

@@ -224,3 +224,106 @@ def test_a_model_whose_scale_drifts_is_not_announced(tmp_path):
         session.trainer.pose_net.scale_translations(3 * metric_scale)
     saved, announced = session.checkpoint()
     assert session.stats.last_validation.failures == [] and announced == saved
+
+
+def poison(state: dict, case: str) -> None:
+    """Optimizer state a hostile tester resumed from: each stopped or froze the trainer."""
+    group, slot = state['param_groups'][0], state['state'][0]
+    if case == 'nan lr':
+        group['lr'] = group['base_lr'] = math.nan
+    elif case == 'huge lr':
+        group['lr'] = group['base_lr'] = 1e308
+    elif case == 'no base_lr':
+        del group['base_lr']
+    elif case == 'betas as text':
+        group['betas'] = 'fast'
+    elif case == 'a state entry as text':
+        state['state'][0] = 'exp_avg'
+    elif case == 'moments of another shape':
+        slot['exp_avg'] = slot['exp_avg'].flatten()[:3].clone()
+    elif case == 'another group layout':
+        state['param_groups'] = state['param_groups'][:1]
+
+
+@pytest.mark.parametrize('case', ['nan lr', 'huge lr', 'no base_lr', 'betas as text', 'a state entry as text',
+                                  'moments of another shape', 'another group layout'])
+def test_poisoned_optimizer_state_resumes_with_configured_rates_and_trains(tmp_path, kitti, case, caplog):
+    first = session_for(tmp_path, kitti)
+    for _ in range(2):
+        first.step()
+    good, _ = first.checkpoint()
+    payload = torch.load(good, weights_only=True)
+    poison(payload['optimizer'], case)
+    payload['step'] = 5
+    torch.save(payload, first.folder.path_for(5))
+    resumed = session_for(tmp_path, kitti)
+    assert resumed.step_count == 5  # the weights are good: resumed, not passed over
+    groups = resumed.trainer.optimizer.param_groups
+    assert groups[0]['lr'] == groups[0]['base_lr'] == 1e-3 and groups[0]['betas'] == (0.9, 0.999)
+    moments_kept = case in ('nan lr', 'huge lr', 'no base_lr', 'betas as text')  # only the rates were bad
+    assert bool(resumed.trainer.optimizer.state) == moments_kept
+    assert ('optimizer moments start afresh' in caplog.text) != moments_kept
+    for _ in range(3):
+        result = resumed.step()
+        assert result.losses is not None and math.isfinite(result.losses['loss']), result.error
+    assert resumed.step_count == 8
+    assert all(bool(torch.isfinite(v).all()) for v in resumed.trainer.depth_net.state_dict().values())
+
+
+def test_resume_passes_over_a_file_whatever_its_loader_raises(tmp_path, kitti, monkeypatch):
+    first = session_for(tmp_path, kitti)
+    first.step()
+    good, _ = first.checkpoint()
+    newest = first.folder.path_for(9)
+    newest.write_bytes(good.read_bytes())
+    real = load_checkpoint
+
+    def hostile(path, *args, **kwargs):
+        if path == newest:
+            raise NotImplementedError('That compression method is not supported')
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr('packnet_ros.training.checkpoint_dir.load_checkpoint', hostile)
+    resumed = session_for(tmp_path, kitti)
+    assert resumed.origin == f'resumed from {good} at step 1'
+    assert resumed.stats.rejected_on_resume == [f"{newest}: NotImplementedError('That compression method is not "
+                                                "supported')"]
+
+
+def test_steps_that_keep_failing_go_back_to_good_weights(tmp_path, kitti, monkeypatch):
+    from packnet_ros.training.session import MAX_FAILED_STEPS
+    session = session_for(tmp_path, kitti)
+    session.step()
+    good = weights(session.trainer.depth_net)
+    saved, _ = session.checkpoint()
+    with torch.no_grad():  # poisoned weights: every later step's loss is non-finite
+        next(session.trainer.depth_net.parameters()).fill_(math.nan)
+    results = [session.step() for _ in range(MAX_FAILED_STEPS)]
+    assert all(r.losses is None for r in results) and results[-1].rolled_back_to == saved
+    assert [r.rolled_back_to for r in results[:-1]] == [None] * (MAX_FAILED_STEPS - 1)
+    assert all(torch.equal(v, good[k]) for k, v in session.trainer.depth_net.state_dict().items())
+    assert session.step().losses is not None and session.stats.rollbacks == 1
+
+
+def test_steps_that_keep_failing_before_any_save_go_back_to_the_starting_weights(tmp_path, kitti, monkeypatch):
+    from packnet_ros.training.session import MAX_FAILED_STEPS
+    session = session_for(tmp_path, kitti)
+    start = weights(session.trainer.depth_net)
+    monkeypatch.setattr(session.trainer, 'step', lambda batch: (_ for _ in ()).throw(OverflowError('math range')))
+    results = [session.step() for _ in range(MAX_FAILED_STEPS)]
+    assert results[0].error == "OverflowError('math range')" and session.stats.failed_steps == MAX_FAILED_STEPS
+    assert session.stats.rollbacks == 1 and session.stats.failing_steps == 0
+    assert all(torch.equal(v, start[k]) for k, v in session.trainer.depth_net.state_dict().items())
+
+
+def test_a_failed_save_is_remembered_until_one_works(tmp_path, kitti, monkeypatch):
+    session = session_for(tmp_path, kitti)
+    session.step()
+
+    def full(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr('packnet_ros.training.session.save_checkpoint', full)
+    assert session.checkpoint() == (None, None)
+    assert 'No space left on device' in session.stats.save_error and session.stats.failed_saves == 1
+    monkeypatch.undo()
+    session.step()
+    assert session.checkpoint()[0] is not None and session.stats.save_error == ''

@@ -12,15 +12,25 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 
 
 class Health:
-    """Errors and successes over the last `window_s` seconds -> a diagnostic level.
+    """Errors and successes over the last `window_s` seconds, and standing faults -> a level.
 
-    OK without errors; WARN when errors occur beside successes; ERROR when only errors do.
+    OK without errors; WARN when errors occur beside successes; ERROR when only errors do, and
+    for as long as a fault stands (a condition that lasts until something clears it, such as
+    saves that fail: every save is minutes apart, so a windowed error would mostly read OK).
     """
 
     def __init__(self, window_s: float = 10.0):
         self.window_s = window_s
         self.errors: deque[tuple[float, str]] = deque()
         self.successes: deque[float] = deque()
+        self.faults: dict[str, str] = {}
+
+    def fault(self, name: str, reason: str | None) -> None:
+        """Set the standing fault `name` to `reason`; None clears it."""
+        if reason:
+            self.faults[name] = reason
+        else:
+            self.faults.pop(name, None)
 
     def error(self, reason: str) -> None:
         self.errors.append((time.monotonic(), reason))
@@ -37,16 +47,19 @@ class Health:
 
     def level(self) -> bytes:
         self._trim()
+        if self.faults:
+            return ERROR
         if not self.errors:
             return OK
         return WARN if self.successes else ERROR
 
     def summary(self, message: str) -> str:
-        """`message`, plus the latest error while errors occur."""
+        """`message`, plus the standing faults and the latest error while errors occur."""
         self._trim()
-        if not self.errors:
-            return message
-        return f'{message}; {len(self.errors)} errors in {self.window_s:.0f} s, latest: {self.errors[-1][1]}'
+        parts = [message, *self.faults.values()]
+        if self.errors:
+            parts.append(f'{len(self.errors)} errors in {self.window_s:.0f} s, latest: {self.errors[-1][1]}')
+        return '; '.join(parts)
 
 
 class StatusPublisher:

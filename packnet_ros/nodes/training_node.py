@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from packnet_ros.training import SessionConfig, TrainingSession, TripletAccumula
 from packnet_ros.training.trainer import SCALE_FROM_SPEED
 
 WARN_PERIOD_S = 5.0
+TRAINER_RETRY_S = 1.0
 ARCHITECTURES = tuple(DEPTH_NETWORKS)
 TWIST_TYPES = {'TwistStamped': TwistStamped, 'TwistWithCovarianceStamped': TwistWithCovarianceStamped}
 
@@ -107,11 +109,12 @@ def stamp_seconds(header: Header) -> float:
 
 
 @dataclass
-class InputCounters:
+class Counters:
     frames: int = 0
     no_camera_info: int = 0
     bad_images: int = 0
     camera_info_rejected: int = 0
+    trainer_errors: int = 0  # raised out of a step: the trainer thread logged it and went on
 
 
 class TrainingNode(Node):
@@ -129,7 +132,7 @@ class TrainingNode(Node):
         self.rectifiers = RectifierCache()
         self.rectifier: Rectifier | None = None
         self.image_size: tuple[int, int] | None = None
-        self.counters = InputCounters()
+        self.counters = Counters()
         self.health = Health()
 
         self.image_sub = subscribe_image(self, p, self.on_image, self.health.error)
@@ -204,22 +207,38 @@ class TrainingNode(Node):
     # ---------------------------------------------------------------- training
 
     def run_training(self) -> None:
+        """The trainer thread. It outlives anything a step raises: the error is logged and put
+        on /diagnostics at ERROR, and training goes on after a pause (a dead thread would
+        leave the node alive, its status OK and its step counter stopped)."""
         while self._running:
-            result = self.session.step()
-            if not self._running:
-                break  # stopping: close() saves; a step the stop broke off is not an error
-            if result is None:
-                time.sleep(0.1)
-                continue
-            if result.losses is None:
-                self.health.error(f'training step skipped: {result.error}')
-                self.get_logger().warn(f'training step skipped: {result.error}', throttle_duration_sec=WARN_PERIOD_S)
-                continue
-            self.health.success()
-            if result.rolled_back_to is not None:
-                self.health.error('running loss diverged: rolled back')
-            if result.announce is not None:
-                self.pub_checkpoint.publish(String(data=str(result.announce.resolve())))
+            try:
+                self._train_once()
+            except Exception as exc:  # noqa: BLE001 - the session counts what it foresees; this is the rest
+                self.counters.trainer_errors += 1
+                self.health.error(f'trainer: {exc!r}')
+                self.get_logger().error(f'trainer error, retrying in {TRAINER_RETRY_S:g} s: {exc!r}\n'
+                                        + traceback.format_exc(), throttle_duration_sec=WARN_PERIOD_S)
+                time.sleep(TRAINER_RETRY_S)
+
+    def _train_once(self) -> None:
+        result = self.session.step()
+        self.health.fault('save', self.session.stats.save_error)
+        if not self._running:
+            return  # stopping: close() saves; a step the stop broke off is not an error
+        if result is None:
+            time.sleep(0.1)
+            return
+        if result.recovered:
+            self.health.error(f'training steps kept failing ({result.error}): went back to good weights')
+        if result.losses is None:
+            self.health.error(f'training step skipped: {result.error}')
+            self.get_logger().warn(f'training step skipped: {result.error}', throttle_duration_sec=WARN_PERIOD_S)
+            return
+        self.health.success()
+        if result.rolled_back_to is not None:
+            self.health.error('running loss diverged: rolled back')
+        if result.announce is not None:
+            self.pub_checkpoint.publish(String(data=str(result.announce.resolve())))
 
     # ---------------------------------------------------------------- health
 
@@ -248,6 +267,7 @@ class TrainingNode(Node):
             'failed_steps': str(s.failed_steps),
             'rollbacks': str(s.rollbacks),
             'failed_saves': str(s.failed_saves),
+            'trainer_errors': str(self.counters.trainer_errors),
             'not_announced': str(s.not_announced),
             'last_checkpoint': str(s.last_saved or ''),
             'announced_checkpoint': str(s.announced or ''),

@@ -33,7 +33,8 @@ class CheckpointDirectory:
 
     def newest_valid(self) -> tuple[Checkpoint | None, list[str]]:
         """The newest checkpoint that loads, verifies and builds its networks, and the
-        reasons each newer one was passed over."""
+        reasons each newer one was passed over: whatever a file makes the loader raise, a
+        valid one beside it is resumed (a run that cannot start would restart into the same)."""
         rejected = []
         for path in self.checkpoints():
             try:
@@ -42,6 +43,8 @@ class CheckpointDirectory:
                 return ckpt, rejected
             except CheckpointError as exc:
                 rejected.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - e.g. MemoryError for sizes the checks let through
+                rejected.append(f'{path}: {exc!r}')
         return None, rejected
 
     def prune(self, keep_last: int, protect: Iterable[Path | None] = ()) -> list[Path]:

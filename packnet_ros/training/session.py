@@ -34,6 +34,9 @@ EMA = 0.05  # weight of the newest step in the running loss
 SCRATCH_LR = 1e-3
 FINE_TUNE_LR = 2e-4
 RATE_WINDOW_S = 2.0
+# Steps in a row that fail or are skipped before the session goes back to known-good weights
+# rather than spinning (poisoned state gives every step a non-finite loss).
+MAX_FAILED_STEPS = 20
 
 
 @dataclass(kw_only=True)
@@ -130,6 +133,7 @@ class StepResult:
     losses: dict[str, float] | None
     error: str = ''
     rolled_back_to: Path | None = None
+    recovered: bool = False  # failures in a row sent the weights back (to rolled_back_to, or announced ones)
     saved: Path | None = None
     announce: Path | None = None
 
@@ -149,6 +153,8 @@ class SessionStats:
     announced: Path | None = None
     last_validation: Validation | None = None
     rejected_on_resume: list[str] = field(default_factory=list)
+    failing_steps: int = 0  # failed or skipped steps since the last good one
+    save_error: str = ''  # why the latest save failed; empty when it worked
 
 
 class TrainingSession:
@@ -197,7 +203,7 @@ class TrainingSession:
                 pose_net.initialize_translations(forward_motion(c.motion_prior))
         trainer = Trainer(depth_net, pose_net, np.eye(3), c.trainer(), device=self.device)
         if resumed:
-            self._restore(trainer, ckpt)
+            self._restore(trainer, ckpt, self.log)
             origin = f'resumed from {ckpt.path} at step {ckpt.step}'
         else:
             origin = f'initialised from {ckpt.path}' if ckpt is not None else 'from scratch'
@@ -206,10 +212,12 @@ class TrainingSession:
         return trainer, origin
 
     @staticmethod
-    def _restore(trainer: Trainer, ckpt: Checkpoint) -> None:
-        trainer.load_state_dict({'depth_net': ckpt.depth_state, 'pose_net': ckpt.pose_state
-                                 or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer, 'step': ckpt.step,
-                                 'min_depth': ckpt.min_depth})
+    def _restore(trainer: Trainer, ckpt: Checkpoint, log: logging.Logger) -> None:
+        unusable = trainer.load_state_dict({'depth_net': ckpt.depth_state, 'pose_net': ckpt.pose_state
+                                            or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer,
+                                            'step': ckpt.step, 'min_depth': ckpt.min_depth})
+        if unusable:
+            log.warning(f'{ckpt.path}: optimizer moments start afresh, the saved ones cannot be used: {unusable}')
 
     # ------------------------------------------------------------------ input
 
@@ -263,13 +271,14 @@ class TrainingSession:
             return None
         except distributed.DistributedError:
             raise  # the processes cannot go on apart: the run stops, its last checkpoint resumable
-        except (RuntimeError, ValueError) as exc:  # e.g. a camera that changed size mid-run
+        except Exception as exc:  # noqa: BLE001 - e.g. a camera that changed size mid-run: the run goes on
             self.stats.failed_steps += 1
-            return StepResult(None, error=repr(exc))
+            return self._failed(repr(exc))
         if losses is None:
             self.stats.nonfinite_steps += 1
-            return StepResult(None, error='non-finite loss')
+            return self._failed('non-finite loss')
         s = self.stats
+        s.failing_steps = 0
         s.losses = losses
         s.loss_ema = losses['loss'] if math.isnan(s.loss_ema) else (1 - EMA) * s.loss_ema + EMA * losses['loss']
         self._update_rate()
@@ -282,6 +291,27 @@ class TrainingSession:
         if self.trainer.step_count % c.save_every_steps == 0 or distributed.agree(due) or self.finished:
             result.saved, result.announce = self.checkpoint()
         return result
+
+    def _failed(self, error: str) -> StepResult:
+        """A step that taught nothing; after MAX_FAILED_STEPS in a row, back to good weights."""
+        result = StepResult(None, error=error)
+        self.stats.failing_steps += 1
+        if self.stats.failing_steps >= MAX_FAILED_STEPS:
+            self.log.error(f'{self.stats.failing_steps} training steps in a row failed (latest: {error}): '
+                           'going back to the last good weights')
+            result.rolled_back_to, result.recovered = self.recover(), True
+        return result
+
+    def recover(self) -> Path | None:
+        """Back to the last saved checkpoint, or (none saved, or it no longer loads) to the
+        weights last announced or started from, with fresh optimizer moments."""
+        self.stats.failing_steps = 0
+        path = self.roll_back() if self.stats.last_saved is not None else None
+        if path is None:
+            with self.trainer.commit_lock:
+                self.trainer.reset(self.announced_weights)
+            self.stats.rollbacks += 1
+        return path
 
     def _update_rate(self) -> None:
         self._window_steps += 1
@@ -300,7 +330,7 @@ class TrainingSession:
         path = self.stats.last_saved
         try:
             with self.trainer.commit_lock:
-                self._restore(self.trainer, load_checkpoint(path))
+                self._restore(self.trainer, load_checkpoint(path), self.log)
                 self.saved_step = self.trainer.step_count
         except CheckpointError as exc:  # damaged on disk since: keep going, stop comparing against it
             self.log.error(f'running loss diverged but {exc}; training on')
@@ -347,8 +377,10 @@ class TrainingSession:
                                     input_size=(c.height, c.width), optimizer=t.optimizer.state_dict(),
                                     extra={'loss_ema': self.stats.loss_ema})
                 except (CheckpointError, OSError) as exc:
-                    self.log.error(f'could not save a checkpoint at step {t.step_count}: {exc}')
+                    self.stats.save_error = f'could not save a checkpoint at step {t.step_count}: {exc}'
+                    self.log.error(self.stats.save_error)
                     return None
+                self.stats.save_error = ''
             self.saved_step = t.step_count
             return path
 

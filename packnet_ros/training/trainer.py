@@ -61,6 +61,38 @@ class HeldOutScore:
     holes: float
 
 
+MOMENTS = ('exp_avg', 'exp_avg_sq')  # what Adam keeps per parameter besides its step
+
+
+def unusable_moments(saved: dict, groups: list[dict], shapes: dict[int, torch.Size]) -> str | None:
+    """Why an Adam state_dict's moments cannot be resumed into these parameter groups, or None:
+    the same groups of the same sizes, and per parameter a finite step and finite moments of
+    its shape (the second non-negative)."""
+    try:
+        saved_groups = saved['param_groups']
+        if [len(g['params']) for g in saved_groups] != [len(g['params']) for g in groups]:
+            return 'its parameter groups differ from this network\'s'
+        for index, slot in saved['state'].items():
+            if index not in shapes:
+                return f'it has state for parameter {index!r}, which this network lacks'
+            if not isinstance(slot, dict) or set(MOMENTS) - set(slot) or 'step' not in slot:
+                return f'parameter {index}: state lacks {MOMENTS} or step'
+            step = slot['step']
+            step = float(step) if isinstance(step, (torch.Tensor, int, float)) and not isinstance(step, bool) \
+                else math.nan
+            if not (math.isfinite(step) and step >= 0):
+                return f'parameter {index}: step {slot["step"]!r} is not a count'
+            for name in MOMENTS:
+                moment = slot[name]
+                if not isinstance(moment, torch.Tensor) or moment.shape != shapes[index]:
+                    return f'parameter {index}: {name} is not a tensor of shape {tuple(shapes[index])}'
+                if not bool(torch.isfinite(moment).all()) or (name == 'exp_avg_sq' and bool((moment < 0).any())):
+                    return f'parameter {index}: {name} is not finite (or negative)'
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return f'it is not an Adam state_dict ({exc!r})'
+    return None
+
+
 @dataclass
 class TrainerConfig:
     """How to train; the training node's parameters carry the same names.
@@ -278,13 +310,33 @@ class Trainer:
         the step the schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
         return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()), 'step': self.step_count}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what state_dict() returned (or the same pieces read from a checkpoint);
-        an absent optimizer state starts the moments afresh."""
+    def load_state_dict(self, state: dict) -> str | None:
+        """Restore what state_dict() returned (or the same pieces read from a checkpoint).
+
+        Only the optimizer's moments are restored, never its hyperparameters: learning rates,
+        betas and the rest come from this trainer's config (a resumed run takes changed
+        settings, and a poisoned lr in a file cannot reach a step). Moments that do not suit
+        these networks start afresh; the reason is returned (None when restored or absent)."""
         self._use({'min_depth': self.depth_net.min_depth, 'depth_scale': self.depth_net.depth_scale, **state})
-        if state.get('optimizer') and len(state['optimizer']['param_groups']) == len(self.optimizer.param_groups):
-            self.optimizer.load_state_dict(state['optimizer'])
         self.step_count = int(state['step'])
+        if not state.get('optimizer'):
+            return None
+        current = self.optimizer.state_dict()
+        reason = unusable_moments(state['optimizer'], current['param_groups'], self._parameter_shapes())
+        if reason is None:
+            self.optimizer.load_state_dict({'state': state['optimizer']['state'],
+                                            'param_groups': current['param_groups']})
+        return reason
+
+    def reset(self, weights: dict) -> None:
+        """Back to `weights` (as weights() returned them) with fresh optimizer moments."""
+        self._use(weights)
+        self.optimizer.state.clear()
+
+    def _parameter_shapes(self) -> dict[int, torch.Size]:
+        """Optimizer state index -> shape of the parameter it belongs to."""
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        return {i: p.shape for i, p in enumerate(params)}
 
     def weights(self) -> dict:
         """Copies of both networks' weights with the learnt scales folded in (to compare

@@ -9,7 +9,6 @@ a node publishes means the same whatever the backend.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.networks import PackNet
 
 BACKENDS = ('torch', 'onnxruntime')
@@ -95,10 +95,14 @@ class OnnxRuntimeBackend:
         # receive threads and the training node (spinning cost a frame now and then at
         # 1-2 Hz on two cores; sleeping costs ~2 % of PackNet01's latency).
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        cache = self.path.parent / 'trt_cache'
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device, precision, cache))
+        providers = providers_for(device, precision, self.path.parent / 'trt_cache')
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, ...) derive from Exception alone
+            raise CheckpointError(f'{self.path} is not a model onnxruntime can load (truncated or corrupt?): '
+                                  f'{" ".join(str(exc).split())}') from exc
         graph_input = self.session.get_inputs()[0]
-        self.input = graph_input.name
+        self.input, self.input_shape = graph_input.name, graph_input.shape
         batch = graph_input.shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None  # exported without --dynamic-batch
 
@@ -113,25 +117,3 @@ class OnnxRuntimeBackend:
                      for i in range(0, len(feed), self.fixed_batch)]
             return torch.from_numpy(np.concatenate(parts))
         return torch.from_numpy(self.session.run(None, {self.input: feed})[0])
-
-
-CACHE_KEEP = 8  # exports kept: a training run announces a new checkpoint every few minutes
-
-
-def onnx_cache_path(checkpoint: str | os.PathLike, height: int, width: int, calibration: str = '') -> Path:
-    """Where an automatic export of `checkpoint` at this size is kept (one per file content);
-    `calibration` names the frames of an int8 model (quantization.calibration_digest)."""
-    digest = hashlib.sha256()
-    with open(checkpoint, 'rb') as file:
-        for block in iter(lambda: file.read(1 << 20), b''):
-            digest.update(block)
-    root = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'packnet_ros' / 'onnx'
-    int8 = f'_int8_{calibration}' if calibration else ''
-    return root / f'{digest.hexdigest()[:16]}_{width}x{height}_dynamic_batch{int8}.onnx'
-
-
-def prune_cache(folder: Path, keep: int = CACHE_KEEP) -> None:
-    """Delete all but the `keep` most recently written exports."""
-    exports = sorted(folder.glob('*.onnx'), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in exports[keep:]:
-        stale.unlink(missing_ok=True)

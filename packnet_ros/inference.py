@@ -1,6 +1,7 @@
 """Depth inference: image in, metric depth out, on CPU or GPU."""
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,13 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend, onnx_cache_path, prune_cache
-from packnet_ros.checkpoints import CheckpointError, load_checkpoint
+from packnet_ros.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
+from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+from packnet_ros.export import ExportError, OnnxInfo, cached, export_depth, file_sha256, onnx_cache_path
 from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
+from packnet_ros.quantization import TOLERANCE, calibration_digest, quantize_depth
 
 DEFAULT_SIZE = (192, 640)
+PROBE_SEED = 0  # of the probe image an exported model must give finite depth for
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +32,15 @@ def resolve_device(name: str) -> torch.device:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'device {name!r} requested but no CUDA GPU is available')
     return device
+
+
+def file_version(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or rewritten (None where it cannot be read)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def mask_out_of_range(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
@@ -64,6 +79,23 @@ class DepthEstimator:
         else:
             self.run = OnnxRuntimeBackend(self.net, self.device, self.precision, self.threads)
             self.backend = 'onnxruntime'
+            self._check_graph()
+
+    def _check_graph(self) -> None:
+        """No loader has checked an exported graph's weights: one that takes other images, or
+        gives non-finite depth on a probe image, is refused before it serves (CheckpointError)."""
+        name, shape = self.run.input, self.run.input_shape
+        if list(shape[1:]) != [3, self.height, self.width]:
+            raise CheckpointError(f'{self.net} takes {name} {shape}, not 3x{self.height}x{self.width} images: '
+                                  'export it again at that size')
+        probe = torch.rand(1, 3, self.height, self.width, generator=torch.Generator().manual_seed(PROBE_SEED))
+        try:
+            finite = bool(torch.isfinite(self.run(probe)).all())
+        except Exception as exc:  # onnxruntime's errors derive from Exception alone
+            raise CheckpointError(f'{self.net} fails on a probe image: {" ".join(str(exc).split())}') from exc
+        if not finite:
+            raise CheckpointError(f'{self.net} gives non-finite inverse depth on a probe image (NaN or inf '
+                                  'weights?): not served')
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,
@@ -72,7 +104,8 @@ class DepthEstimator:
                         **kwargs) -> 'DepthEstimator':
         """Load weights; the input size defaults to the one the checkpoint was trained at. An .onnx
         path runs on onnxruntime; a checkpoint with backend 'onnxruntime' is exported (and
-        checked against torch) once per file content, into the user's cache. Precision 'int8'
+        checked against torch) once per file content, into the user's cache, and served from
+        there while the entry's seal holds and it probes finite. Precision 'int8'
         quantizes that export on `calibration` (RGB uint8 frames of the served camera) and
         raises ExportError where int8 would change depth beyond `int8_tolerance` (default:
         packnet_ros.quantization.TOLERANCE)."""
@@ -82,33 +115,53 @@ class DepthEstimator:
             return cls._from_onnx(Path(path), height, width, device, **kwargs)
         if kwargs.get('precision') == 'int8' and backend != 'onnxruntime':
             raise ValueError('precision int8 needs the onnxruntime backend')
+        read = file_version(path)
         ckpt = load_checkpoint(path)
         net, _ = ckpt.networks()
         trained = ckpt.input_size or DEFAULT_SIZE
         height, width = height or trained[0], width or trained[1]
         if backend == 'onnxruntime':
-            from packnet_ros.export import export_depth
-
-            onnx = onnx_cache_path(path, height, width)
-            if not onnx.is_file():
-                export_depth(net, onnx, height, width, dynamic_batch=True, source=ckpt.name, step=ckpt.step)
-                prune_cache(onnx.parent)
-            net = onnx
-            if kwargs.get('precision') == 'int8':
-                from packnet_ros.quantization import TOLERANCE, calibration_digest, quantize_depth
-
-                tolerance = TOLERANCE if int8_tolerance is None else int8_tolerance
-                net = onnx_cache_path(path, height, width, f'{calibration_digest(calibration)}_{tolerance:g}')
-                if not net.is_file():
-                    quantize_depth(onnx, net, calibration, tolerance=tolerance, threads=kwargs.get('threads', 0))
-                    prune_cache(net.parent)
+            digest = file_sha256(path)
+            if file_version(path) != read:  # the hash must be of the weights loaded: they seal the export
+                raise CheckpointError(f'{path} was replaced while it was read: give it again')
+            return cls._from_export(ckpt, net, digest, height, width, device, calibration, int8_tolerance, **kwargs)
         return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)
+
+    @classmethod
+    def _from_export(cls, ckpt: Checkpoint, net: PackNet, digest: str, height: int, width: int, device: str,
+                     calibration: Sequence[np.ndarray], int8_tolerance: float | None, **kwargs) -> 'DepthEstimator':
+        """`net` (whose checkpoint hashes to `digest`) on onnxruntime from its cached export,
+        exported again where the cache holds none that is sound (packnet_ros.export.cached) and
+        probes finite; on torch where no export can be written at all (int8 then raises ExportError)."""
+        int8 = kwargs.get('precision') == 'int8'
+        tolerance = TOLERANCE if int8_tolerance is None else int8_tolerance
+
+        def model(problem: str = '') -> Path | None:
+            fp32 = cached(onnx_cache_path(digest, height, width), digest, lambda out: export_depth(
+                net, out, height, width, dynamic_batch=True, source=ckpt.name, source_sha256=digest, step=ckpt.step),
+                problem)
+            if fp32 is None or not int8:
+                return fp32
+            return cached(onnx_cache_path(digest, height, width, f'{calibration_digest(calibration)}_{tolerance:g}'),
+                          digest, lambda out: quantize_depth(fp32, out, calibration, tolerance=tolerance,
+                                                             threads=kwargs.get('threads', 0)), problem)
+
+        def serve(onnx: Path | None) -> DepthEstimator:
+            if onnx is None and int8:
+                raise ExportError(f'{ckpt.path}: no folder can hold its int8 model (see the warnings)')
+            if onnx is None:
+                log.warning(f'{ckpt.path}: no folder can hold its ONNX export: serving it with torch')
+            return cls(onnx or net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step,
+                       **kwargs)
+
+        try:
+            return serve(model())
+        except CheckpointError as exc:  # a sealed entry that fails the probe: sealed by someone else
+            return serve(model(str(exc)))
 
     @classmethod
     def _from_onnx(cls, path: Path, height: int | None, width: int | None, device: str,
                    **kwargs) -> 'DepthEstimator':
-        from packnet_ros.export import OnnxInfo
-
         if not path.is_file():
             raise CheckpointError(f'ONNX model {path} does not exist')
         info = OnnxInfo.read(path)

@@ -90,8 +90,9 @@ def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames
     """fp32 .onnx (packnet_ros.export) + RGB uint8 frames [H,W,3] -> int8 .onnx, written atomically.
 
     Frames are resized to the model's input size; use frames from the camera the model will
-    serve (a few dozen spread over a drive; at least MIN_FRAMES). ExportError (and no file)
-    when the model is not a float packnet_ros export or int8 changes depth beyond `tolerance`.
+    serve (a few dozen spread over a drive; at least MIN_FRAMES). CheckpointError when
+    `fp32_model` is no readable packnet_ros export; ExportError (and no file) when it is not
+    float or int8 changes depth beyond `tolerance`.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static

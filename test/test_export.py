@@ -1,9 +1,12 @@
 """ONNX export and the onnxruntime backend: same depth as torch, provenance in the model, clear errors."""
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros import export
+from packnet_ros.checkpoints import CheckpointError, save_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.export import ExportError, OnnxInfo, export_depth
 from packnet_ros.image import read_rgb
@@ -88,7 +91,7 @@ def test_errors_are_clear(checkpoint, tmp_path, capsys):
         DepthEstimator.from_checkpoint(checkpoint, backend='tensorflow')
     garbage = tmp_path / 'garbage.onnx'
     garbage.write_bytes(b'not a model')
-    with pytest.raises(ExportError, match='not a readable ONNX model'):
+    with pytest.raises(CheckpointError, match='garbage.onnx is not a readable ONNX model'):
         DepthEstimator.from_checkpoint(garbage)
     net = PackNetSlim01(width=0.25)
     strict = tmp_path / 'strict.onnx'
@@ -97,3 +100,83 @@ def test_errors_are_clear(checkpoint, tmp_path, capsys):
     assert not strict.exists()  # nothing half-checked is left behind
     assert main(['infer', '--checkpoint', str(garbage), str(require(KITTI_DRIVE)), str(tmp_path / 'o')]) == 2
     assert 'not a readable ONNX model' in capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def exported(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp('onnx') / 'depth.onnx'
+    export_depth(DepthEstimator.from_checkpoint(checkpoint).net, out, 64, 192, source='small')
+    return out
+
+
+def edited(source, path, edit):
+    """A copy of the .onnx at `source`, at `path`, with edit(model) applied."""
+    import onnx
+
+    model = onnx.load(str(source))
+    edit(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_with_nan_weights_is_refused(exported, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    def nan_weights(model):
+        for init in model.graph.initializer:
+            if init.data_type == onnx.TensorProto.FLOAT:
+                init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), np.nan), init.name))
+
+    nan = edited(exported, tmp_path / 'nan.onnx', nan_weights)
+    with pytest.raises(CheckpointError, match=r'nan\.onnx gives non-finite inverse depth on a probe image'):
+        DepthEstimator.from_checkpoint(nan)
+
+
+def test_an_onnx_whose_graph_takes_another_size_is_refused(exported, tmp_path):
+    def claim_96x320(model):  # metadata that disagrees with the graph's input
+        for prop in model.metadata_props:
+            prop.value = {'input_height': '96', 'input_width': '320'}.get(prop.key, prop.value)
+
+    resized = edited(exported, tmp_path / 'resized.onnx', claim_96x320)
+    for size in ((None, None), (96, 320)):
+        with pytest.raises(CheckpointError, match=r'resized\.onnx takes rgb \[1, 3, 64, 192\], not 3x96x320 images'):
+            DepthEstimator.from_checkpoint(resized, *size)
+
+
+def test_a_truncated_onnx_is_refused(exported, tmp_path):
+    truncated = tmp_path / 'truncated.onnx'
+    truncated.write_bytes(exported.read_bytes()[:exported.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r'truncated\.onnx is not a readable ONNX model'):
+        DepthEstimator.from_checkpoint(truncated)
+
+
+def test_an_onnx_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, 'MAX_MODEL_BYTES', 1 << 20)
+    monkeypatch.setattr('onnx.load', lambda *args, **kwargs: pytest.fail('a file over the size limit was read'))
+    huge = tmp_path / 'huge.onnx'
+    with open(huge, 'wb') as file:
+        file.truncate((1 << 20) + 1)  # sparse: nothing written
+    with pytest.raises(CheckpointError, match=r'huge\.onnx is 1\.0 MiB, over the 1 MiB limit'):
+        DepthEstimator.from_checkpoint(huge)
+
+
+def test_exports_from_many_threads_at_once_all_succeed(tmp_path):
+    """torch.onnx.export is not re-entrant: export.py runs one at a time (checkpoints announced
+    together used to fail with 'GLOBALS.in_onnx_export must be False')."""
+    net = PackNetSlim01(width=0.25)
+    start, errors = threading.Barrier(4), []
+
+    def export_one(i):
+        start.wait()
+        try:
+            export_depth(net, tmp_path / f'{i}.onnx', 64, 64)
+        except Exception as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=export_one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and sorted(p.name for p in tmp_path.iterdir()) == ['0.onnx', '1.onnx', '2.onnx', '3.onnx']

@@ -6,6 +6,7 @@ must stay alive, keep serving their model and say what they refused on /diagnost
 import math
 import shutil
 import struct
+import time
 import zlib
 
 import cv2
@@ -42,9 +43,9 @@ def png_claiming(width, height):
             + chunk(b'IDAT', rows) + chunk(b'IEND', b''))
 
 
-def camera_info(width=1242, height=375, fx=721.5, cx=609.6):
+def camera_info(width=1242, height=375, fx=721.5, cx=609.6, fy=721.5, cy=172.9):
     info = CameraInfo(header=Header(frame_id='camera'), width=width, height=height)
-    info.k = [fx, 0.0, cx, 0.0, fx, 172.9, 0.0, 0.0, 1.0]
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
     return info
 
 
@@ -63,7 +64,7 @@ def test_duplicate_stamps_are_ignored_not_time_going_backwards():
         acc = TripletAccumulator(16, 32, NEIGHBOURS)
         triplets = []
         for i in range(20):  # every message arrives `copies` times in a row
-            t = 0.1 * i
+            t = 1.0 + 0.1 * i
             for stamp in (t, t + 0.05):
                 for _ in range(copies):
                     triplets += acc.add_speed(stamp, 8.0)
@@ -78,7 +79,10 @@ def test_duplicate_stamps_are_ignored_not_time_going_backwards():
 
 @pytest.mark.parametrize('fields,reason', [
     ({'cx': math.nan}, 'non-finite cx=nan'), ({'fx': 1e-300}, 'invalid focal lengths'),
-    ({'fx': math.inf}, 'non-finite fx=inf'), ({'width': 0}, 'zero size')])
+    ({'fx': math.inf}, 'non-finite fx=inf'), ({'width': 0}, 'zero size'),
+    # Finite but absurd: every point of the cloud was non-finite and every training step skipped.
+    ({'cx': 1e300}, 'principal point cx=1e[+]300'), ({'fx': 1.0, 'cx': -1e39}, 'invalid focal lengths fx=1'),
+    ({'cy': -3.0}, 'principal point .*cy=-3 outside'), ({'fy': 1e9}, 'invalid focal lengths.*fy=1e[+]09')])
 def test_camera_info_is_checked_field_by_field(fields, reason):
     with pytest.raises(ConversionError, match=reason):
         camera_matrix(camera_info(**fields))
@@ -124,6 +128,13 @@ def bad_checkpoints(tmp, good):
     torch.save(missing, tmp / 'missing.ckpt')
     out['missing key'] = tmp / 'missing.ckpt'
     out['directory'] = tmp
+    overflowing = {**payload, 'depth_net': {**payload['depth_net']}}  # finite weights, 100 % NaN depth
+    overflowing['depth_net']['pre_calc.conv_base.weight'] = torch.full_like(
+        payload['depth_net']['pre_calc.conv_base.weight'], 3e38)
+    torch.save(overflowing, tmp / 'overflowing.ckpt')
+    out['finite weights, NaN depth'] = tmp / 'overflowing.ckpt'
+    torch.save({**payload, 'depth_scale': 1e30}, tmp / 'scaled.ckpt')
+    out['absurd depth scale'] = tmp / 'scaled.ckpt'
     return out
 
 
@@ -215,6 +226,38 @@ def test_depth_node_keeps_its_model_through_bad_checkpoints(nodes):
     log = procs['depth'].log.read_text()
     assert 'ignoring an empty path' in log and 'Traceback' not in log
     assert 'not finite' in log and 'CRC' in log and "lacks 'arch'" in log and 'not a regular file' in log
+    assert 'overflowing.ckpt gives non-finite inverse depth on a probe image' in log and 'depth_scale 1e+30' in log
+
+
+def test_a_flood_of_announcements_loads_the_newest_without_errors(nodes):
+    """50 announcements in 10 s made 45 loader threads die in concurrent ONNX exports and
+    served the 47th; the loader now takes the newest announcement each time it is free."""
+    client, watcher, procs, tmp, good = nodes
+    pub = client.node.create_publisher(String, '/checkpoint', 10)
+    client.wait_for(lambda: pub.get_subscription_count() >= 1, DEADLINE, 'checkpoint subscription')
+    (tmp / 'flood').mkdir()
+    paths = [shutil.copy(good, tmp / 'flood' / f'flood_{i:02d}.ckpt') for i in range(20)]
+    before = {k: watcher.count('/depth_node', k) for k in ('reloads', 'superseded_reloads', 'failed_reloads')}
+    for path in paths:
+        pub.publish(String(data=str(path)))
+        time.sleep(0.1)
+
+    def settled():
+        now = {k: watcher.count('/depth_node', k) - before[k] for k in before}
+        return now['reloads'] + now['superseded_reloads'] == len(paths) and now
+    counts = client.wait_for(settled, 4 * DEADLINE, 'every announcement loaded or superseded')
+    assert counts['failed_reloads'] == 0 and counts['superseded_reloads'] > 0, counts
+    image_pub = client.node.create_publisher(Image, '/image', RELIABLE)
+    wait_for_reliable_subscribers(client, ['/image'])
+
+    def served_newest():  # the loaded model is swapped in at the next frame
+        image_pub.publish(Image(header=Header(stamp=Time(sec=7), frame_id='camera'), height=64, width=192,
+                                encoding='rgb8', step=192 * 3, data=bytes(64 * 192 * 3)))
+        time.sleep(0.2)
+        return 'flood_19.ckpt' in watcher.values('/depth_node').get('model', '')
+    client.wait_for(served_newest, DEADLINE, 'the newest announcement served')
+    log = procs['depth'].log.read_text()
+    assert 'Traceback' not in log and 'in_onnx_export' not in log and procs['depth'].alive()
 
 
 def test_failed_checkpoint_parameter_is_rejected_and_keeps_the_old_value(nodes):
@@ -236,9 +279,10 @@ def test_bad_camera_info_is_refused_and_raises_the_level(nodes):
     wait_for_reliable_subscribers(client, ['/camera_info'])
     rejected = watcher.count('/depth_node', 'camera_info_rejected')
     pub.publish(camera_info(cx=math.nan))
+    pub.publish(camera_info(cx=1e300))  # finite, absurd: every point of the cloud was non-finite
     pub.publish(camera_info(fx=1e-300))
-    client.wait_for(lambda: watcher.count('/depth_node', 'camera_info_rejected') >= rejected + 2, DEADLINE,
-                    'two refused camera_infos')
+    client.wait_for(lambda: watcher.count('/depth_node', 'camera_info_rejected') >= rejected + 3, DEADLINE,
+                    'three refused camera_infos')
     client.wait_for(lambda: watcher.latest['/depth_node'].level != DiagnosticStatus.OK, DEADLINE, 'a non-OK level')
     assert 'invalid focal lengths' in watcher.latest['/depth_node'].message  # the latest error, on /diagnostics
     assert 'non-finite cx=nan' in procs['depth'].log.read_text()  # the log is throttled: the first one
@@ -258,3 +302,25 @@ def test_compressed_bomb_is_dropped_and_the_next_frame_served(nodes):
     pub.publish(CompressedImage(header=Header(stamp=Time(sec=2)), format='png', data=png.tobytes()))
     client.wait_for(lambda: any(m.header.stamp.sec == 2 for m in answered), DEADLINE, 'depth for the good frame')
     assert not any(m.header.stamp.sec == 1 for m in answered) and procs['compressed'].alive()
+
+
+def test_unstamped_frames_are_refused_with_their_own_reason(nodes):
+    """A driver that does not stamp: its frames gave no triplet, counted only as duplicates,
+    level OK, and nothing in the log said why training never started."""
+    client, watcher, procs, *_ = nodes
+    info_pub = client.node.create_publisher(CameraInfo, '/camera_info', RELIABLE)
+    image_pub = client.node.create_publisher(Image, '/image', RELIABLE)
+    wait_for_reliable_subscribers(client, ['/camera_info', '/image'])
+    refused = watcher.count('/training_node', 'skipped_unstamped')
+
+    def publish_and_count():  # camera_info with each frame: one that overtakes it counts as before camera_info
+        info_pub.publish(camera_info(width=192, height=64, fx=100.0, cx=96.0, fy=100.0, cy=32.0))
+        image_pub.publish(Image(header=Header(frame_id='camera'), height=64, width=192, encoding='rgb8',
+                                step=192 * 3, data=bytes(64 * 192 * 3)))
+        time.sleep(0.1)
+        return watcher.count('/training_node', 'skipped_unstamped') >= refused + 5
+    client.wait_for(publish_and_count, DEADLINE, 'five unstamped frames refused')
+    client.wait_for(lambda: 'unstamped image refused' in watcher.latest['/training_node'].message, DEADLINE,
+                    'the reason on /diagnostics')
+    assert watcher.latest['/training_node'].level != DiagnosticStatus.OK
+    assert 'refusing image messages stamped 0' in procs['training'].log.read_text()

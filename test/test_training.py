@@ -93,13 +93,15 @@ def test_unusable_triplets_are_skipped_with_their_reason(case, reason):
 def test_looping_bag_restarts_accumulation():
     acc = TripletAccumulator(H, W, NEIGHBOURS)
     emitted = []
-    for _ in range(2):  # the same 0.0 .. 0.5 s recording played twice
-        for t in np.arange(0, 0.5, 0.02):
+    for _ in range(2):  # the same 1.0 .. 1.5 s recording played twice
+        for t in np.arange(1.0, 1.5, 0.02):
             emitted += acc.add_speed(t, 10.0)
             if round(t * 50) % 5 == 0:
                 emitted += acc.add_frame(t, frame())
-    assert acc.skipped['time_backwards'] == 2  # once for odometry, once for frames
-    assert len(emitted) == 2 * 3  # frames 0.0..0.4 -> 3 triplets per loop, none across the jump
+    # The first message of the second pass could be one late message; the second says the
+    # stream went back: once for odometry, once for frames.
+    assert acc.skipped['late'] == 2 and acc.skipped['time_backwards'] == 2
+    assert len(emitted) == 3 + 2  # frames 1.0..1.4 -> 3 triplets, then 1.1..1.4 -> 2, none across the jump
     assert all(np.allclose(t.distances, 1.0) for t in emitted)
 
 
@@ -107,9 +109,34 @@ def test_speed_track_resets_when_time_goes_backwards():
     track = SpeedTrack()
     for t in (1.0, 1.1, 1.2):
         track.add(t, 4.0)
-    assert track.add(0.5, 4.0) == 'time_backwards'
-    assert list(track.samples) == [(0.5, 4.0)]
+    assert track.add(0.5, 4.0) == 'late' and len(track.samples) == 3
+    assert track.add(0.6, 4.0) == 'time_backwards'
+    assert list(track.samples) == [(0.6, 4.0)]
     assert track.distance(1.0, 1.1) == (None, 'pending')
+
+
+def test_unstamped_and_late_frames_are_dropped_with_the_window_kept():
+    """A driver that does not stamp gives no triplet and says why; one late re-sent frame
+    (0.2 s old) per second cleared the 3-frame window each time (81 triplets instead of ~99)."""
+    def run(resend_late: bool):
+        acc = TripletAccumulator(H, W, NEIGHBOURS)
+        triplets = []
+        for i in range(100):
+            t = 1.0 + 0.1 * i
+            for stamp in (t, t + 0.05):
+                triplets += acc.add_speed(stamp, 10.0)
+            triplets += acc.add_frame(t, frame())
+            if resend_late and i % 10 == 9:
+                triplets += acc.add_frame(t - 0.2, frame())
+        return triplets, acc.skipped
+    clean, _ = run(False)
+    with_late, skipped = run(True)
+    assert len(clean) == 98 and [t.stamp for t in with_late] == [t.stamp for t in clean]
+    assert skipped['late'] == 10 and 'time_backwards' not in skipped
+    acc = TripletAccumulator(H, W, NEIGHBOURS)
+    for _ in range(20):
+        assert acc.add_speed(0.0, 10.0) == [] and acc.add_frame(0.0, frame()) == []
+    assert acc.skipped['unstamped'] == 40 and not acc.frames and not acc.speed.samples
 
 
 def test_replay_buffer_respects_count_and_byte_bounds():

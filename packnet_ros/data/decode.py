@@ -110,7 +110,9 @@ def to_rgb(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     return image_to_rgb(msg, max_pixels)
 
 
-MIN_FOCAL_PX = 1.0  # a smaller focal length (a FOV of ~180 degrees or more) is a broken calibration
+# Focal lengths per pixel of image size that a real camera has: 0.04 is a field of view of
+# ~170 degrees (wider is not a pinhole camera), 100 one of ~0.6 degrees (a telescope).
+FOCAL_PER_PIXEL = (0.04, 100.0)
 
 
 def camera_matrix(info) -> np.ndarray:
@@ -128,9 +130,14 @@ def camera_matrix(info) -> np.ndarray:
     bad = [f'{k}={v}' for k, v in entries.items() if not np.isfinite(v)]
     if bad:
         raise ConversionError(f'camera_info {name} has non-finite ' + ', '.join(bad))
-    if not (K[0, 0] >= MIN_FOCAL_PX and K[1, 1] >= MIN_FOCAL_PX):
-        raise ConversionError(f'camera_info {name} has invalid focal lengths fx={K[0, 0]}, fy={K[1, 1]} '
-                              f'(must be at least {MIN_FOCAL_PX:g} pixel)')
+    low, high = FOCAL_PER_PIXEL
+    if not (low * info.width <= K[0, 0] <= high * info.width and low * info.height <= K[1, 1] <= high * info.height):
+        raise ConversionError(f'camera_info {name} has invalid focal lengths fx={K[0, 0]:g}, fy={K[1, 1]:g} for a '
+                              f'{info.width}x{info.height} image (a real camera has {low:g} to {high:g} times '
+                              'the image width and height)')
+    if not (0 <= K[0, 2] <= info.width and 0 <= K[1, 2] <= info.height):
+        raise ConversionError(f'camera_info {name} has its principal point cx={K[0, 2]:g}, cy={K[1, 2]:g} outside '
+                              f'the {info.width}x{info.height} image')
     return K
 
 

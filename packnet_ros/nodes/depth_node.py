@@ -139,6 +139,7 @@ class Counters:
     camera_info_rejected: int = 0
     reloads: int = 0
     failed_reloads: int = 0
+    superseded_reloads: int = 0  # announced while another loaded, and a newer one came: never loaded
 
 
 @dataclass
@@ -165,6 +166,19 @@ class Timings:
             'inference_ms_p50': f'{np.median(inference):.1f}' if inference else 'nan',
             'overhead_ms_p50': f'{np.median(np.subtract(latency, inference)):.1f}' if same else 'nan',
         }
+
+
+PROBE_SEED = 0
+
+
+def check_finite_depth(estimator: DepthEstimator, name: str) -> None:
+    """Refuse a model whose depth on a textured probe image is not finite everywhere: such a
+    model would be served as if it were good (found: finite weights that give 100 % NaN)."""
+    probe = np.random.default_rng(PROBE_SEED).integers(0, 256, (estimator.height, estimator.width, 3), np.uint8)
+    depth = estimator.infer(probe)
+    bad = float(np.mean(~np.isfinite(depth)))
+    if bad > 0:
+        raise CheckpointError(f'{name}: the model gives non-finite depth for {bad:.0%} of a probe image; not served')
 
 
 class CameraModel:
@@ -245,6 +259,9 @@ class DepthServing:
         self.estimator: DepthEstimator | None = None
         self.pending: DepthEstimator | None = None
         self.pending_lock = threading.Lock()
+        self.load_lock = threading.Lock()  # one load (and ONNX export) at a time
+        self.wanted: str | None = None  # the newest announced checkpoint not loaded yet
+        self.loader: threading.Thread | None = None
         self.worker: threading.Thread | None = None
         self.image_sub = self.info_sub = None
         self.publishers = []
@@ -271,6 +288,8 @@ class DepthServing:
         self.int8_reason = ''
         self.checkpoint = p['checkpoint']
         self.estimator = self._build_estimator(p['checkpoint'])
+        if self.estimator.backend == 'torch':  # also when the export could be written nowhere
+            torch.set_num_threads(self.threads)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
         self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', qos_out)
@@ -330,6 +349,7 @@ class DepthServing:
                                        identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
         # First calls allocate and pick kernels: do it before serving, not on a live frame.
         estimator.infer(np.zeros((estimator.height, estimator.width, 3), np.uint8))
+        check_finite_depth(estimator, checkpoint or estimator.identity)
         return estimator
 
     def _quantized(self, checkpoint: str, options: dict) -> DepthEstimator | None:
@@ -360,7 +380,25 @@ class DepthServing:
         self._load_in_background(msg.data)
 
     def _load_in_background(self, path: str) -> None:
-        threading.Thread(target=self._load, args=(path,), name='checkpoint_loader', daemon=True).start()
+        """Queue `path` for the one loader thread, which loads the newest announcement only: a
+        flood of announcements (50 in 10 s) loads the last, without a thread each."""
+        with self.pending_lock:
+            if self.wanted is not None:
+                self.counters.superseded_reloads += 1
+            self.wanted = path
+            if self.loader is not None and self.loader.is_alive():
+                return
+            self.loader = threading.Thread(target=self._run_loader, name='checkpoint_loader', daemon=True)
+            self.loader.start()
+
+    def _run_loader(self) -> None:
+        while True:
+            with self.pending_lock:
+                path, self.wanted = self.wanted, None
+                if path is None:
+                    self.loader = None
+                    return
+            self._load(path)
 
     def on_set_parameters(self, params) -> SetParametersResult:
         """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded."""
@@ -377,10 +415,12 @@ class DepthServing:
         return SetParametersResult(successful=True)
 
     def _load(self, path: str) -> str:
-        """Load a checkpoint and queue it for the worker; returns why it failed, or ''."""
+        """Load a checkpoint and queue it for the worker; returns why it failed, or ''. Whatever
+        the load raises, the served model stays."""
         try:
-            estimator = self._build_estimator(path)
-        except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+            with self.load_lock:
+                estimator = self._build_estimator(path)
+        except Exception as exc:  # noqa: BLE001 - MemoryError and the like too: never a dead loader
             self.counters.failed_reloads += 1
             self.health.error(f'checkpoint {path} rejected')
             self.log.error(f'checkpoint reload failed, keeping {self.estimator.identity}: {exc}')
@@ -467,6 +507,9 @@ class DepthServing:
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
+        nonfinite = float(np.mean(~np.isfinite(depth)))  # published as NaN (no measurement), and said
+        self.health.fault('nonfinite', f'{est.identity} gives non-finite depth for {nonfinite:.0%} of the latest '
+                                       'frame' if nonfinite else None)
         if self.calibration is not None and self.calibration.offer(net_rgb, started):
             self.log.info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
             self._load_in_background(self.checkpoint)
@@ -519,6 +562,7 @@ class DepthServing:
             'camera_info_rejected': str(c.camera_info_rejected),
             'reloads': str(c.reloads),
             'failed_reloads': str(c.failed_reloads),
+            'superseded_reloads': str(c.superseded_reloads),
             'model': est.identity,
             'training_step': str(est.step),
             'device': str(self.device),

@@ -14,6 +14,7 @@ teardown, which would otherwise destroy native thread pools under that thread an
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -31,6 +32,29 @@ from packnet_ros.config import use_fastdds_profile
 
 STOP_BUDGET_S = 3.0  # launch sends SIGTERM 5 s after SIGINT; leaves time for teardown on a busy CPU
 SPIN_PERIOD_S = 0.1  # how soon a stop signal is noticed
+
+
+class RosLogHandler(logging.Handler):
+    """The ROS-free core logs with Python's logging (export cache, session): in a node its
+    records go to the ROS log under their logger's name, with their severity."""
+
+    SEVERITY = {logging.DEBUG: 'debug', logging.INFO: 'info', logging.WARNING: 'warn', logging.ERROR: 'error',
+                logging.CRITICAL: 'fatal'}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        severity = self.SEVERITY.get(record.levelno, 'info' if record.levelno < logging.WARNING else 'error')
+        try:
+            getattr(rclpy.logging.get_logger(record.name), severity)(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never take a node down
+            self.handleError(record)
+
+
+def bridge_core_logging() -> None:
+    core = logging.getLogger('packnet_ros')
+    if not any(isinstance(h, RosLogHandler) for h in core.handlers):
+        core.addHandler(RosLogHandler())
+        core.setLevel(logging.INFO)
+        core.propagate = False
 
 
 class StopSignals:
@@ -61,6 +85,7 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     """
     use_fastdds_profile()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    bridge_core_logging()
     stop = StopSignals()
     node = None
     try:

@@ -63,6 +63,36 @@ class TripletRules:
 NEIGHBOURS = TripletRules(stride=1, context_distance=0.0)  # consecutive frames, as the original trains
 
 
+class StreamClock:
+    """The order of one stream's stamps: whether a message can follow the newest one so far.
+
+    Reasons for one that cannot: 'unstamped' (0 or not finite: a driver that does not stamp),
+    'duplicate' (the same stamp again: drivers and bags do this), 'late' (older than the
+    newest: re-sent, or overtaken on the way) and 'time_backwards' (the second message in a
+    row from earlier on, later than the first: the stream itself went back, a looping bag or
+    a restarted driver, and starts over from here). Only 'time_backwards' means start over;
+    the others are dropped with everything kept.
+    """
+
+    def __init__(self):
+        self.newest: float | None = None
+        self._behind: float | None = None  # the last late stamp
+
+    def check(self, stamp: float) -> str | None:
+        if not (np.isfinite(stamp) and stamp > 0):
+            return 'unstamped'
+        if self.newest is None or stamp > self.newest:
+            self.newest, self._behind = stamp, None
+            return None
+        if stamp == self.newest:
+            return 'duplicate'
+        if self._behind is not None and stamp > self._behind:
+            self.newest, self._behind = stamp, None
+            return 'time_backwards'
+        self._behind = stamp
+        return 'late'
+
+
 class SpeedTrack:
     """Recent (stamp, speed) samples; answers 'how far did we travel between t0 and t1'.
 
@@ -73,21 +103,20 @@ class SpeedTrack:
 
     def __init__(self, max_samples: int = 2000, max_sample_gap: float = 0.5, max_speed: float = 70.0):
         self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self.clock = StreamClock()
         self.max_sample_gap = max_sample_gap
         self.max_speed = max_speed
 
     def add(self, stamp: float, speed: float) -> str | None:
         """Store a sample; returns a skip reason for an unusable one."""
-        if not (np.isfinite(speed) and 0 <= speed <= self.max_speed) or not np.isfinite(stamp):
+        if not (np.isfinite(speed) and 0 <= speed <= self.max_speed):
             return 'invalid_speed'
-        if self.samples and stamp <= self.samples[-1][0]:
-            if stamp == self.samples[-1][0]:
-                return 'duplicate'  # the same sample again (drivers and bags do this): keep the first
-            self.samples.clear()  # time went backwards (a looping bag): start over
+        reason = self.clock.check(stamp)
+        if reason == 'time_backwards':
+            self.samples.clear()  # a looping bag: start over from this sample
+        if reason in (None, 'time_backwards'):
             self.samples.append((stamp, speed))
-            return 'time_backwards'
-        self.samples.append((stamp, speed))
-        return None
+        return reason
 
     def distance(self, t0: float, t1: float) -> tuple[float | None, str | None]:
         """(metres, None), or (None, reason) when the samples do not cover [t0, t1] densely.
@@ -144,8 +173,9 @@ class TripletAccumulator:
 
     A candidate whose odometry has not arrived yet waits up to max_speed_delay seconds (stream
     time) before it is skipped. Both add_frame and add_speed return the triplets that became
-    complete. A repeated stamp is counted as 'duplicate' and ignored; an earlier one means time
-    went backwards (a looping bag) and starts the window afresh.
+    complete. Frames and speeds out of order are counted by StreamClock's reasons: unstamped,
+    duplicate and late ones are dropped with the window kept; time going backwards (a looping
+    bag) starts the window afresh.
     """
 
     def __init__(self, height: int, width: int, rules: TripletRules | None = None, max_speed_delay: float = 0.5,
@@ -155,6 +185,7 @@ class TripletAccumulator:
         self.speed = speed or SpeedTrack(max_speed=rules.max_speed)
         self.max_speed_delay = max_speed_delay
         self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=2 * rules.stride + 1)
+        self.clock = StreamClock()
         # Candidate windows (target in the middle) waiting for odometry; bounded so memory is too.
         self.pending: deque[tuple[tuple[float, np.ndarray], ...]] = deque()
         self.max_pending = 8
@@ -169,11 +200,11 @@ class TripletAccumulator:
 
     def add_frame(self, stamp: float, rgb: np.ndarray) -> list[Triplet]:
         """Add a frame; returns the triplets that are now complete (usually zero or one)."""
-        if self.frames and stamp == self.frames[-1][0]:
-            self.skipped['duplicate'] += 1
-            return []
-        if self.frames and stamp < self.frames[-1][0]:
-            self.skipped['time_backwards'] += 1
+        reason = self.clock.check(stamp)
+        if reason:
+            self.skipped[reason] += 1
+            if reason != 'time_backwards':
+                return []
             self.frames.clear()
             self.pending.clear()
         h, w = self.size

@@ -1,9 +1,21 @@
-"""`packnet-ros` command line: offline tools around the core library."""
+"""`packnet-ros` command line: offline tools around the core library.
+
+An error ends the command with one line on stderr (`packnet-ros CMD: error: ...`) and exit
+status 2, never a traceback; outputs are written whole or not at all. Progress bars show on
+a terminal only, so a log or a pipe gets the results and that one line.
+"""
 from __future__ import annotations
 
 import argparse
+import io
+import logging
+import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -11,6 +23,11 @@ import numpy as np
 from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.data.kitti import KittiDrive, KittiError
 from packnet_ros.image import IMAGE_SUFFIXES, ImageError, colorize_depth, read_rgb
+
+if TYPE_CHECKING:  # imported where used: rosbags takes a while to load
+    from packnet_ros.data.bag import BagError
+
+PROGRESS = None  # tqdm's disable=None: a bar on a terminal, nothing in a log or a pipe
 
 
 def collect_inputs(source: Path, camera: int) -> list[Path]:
@@ -26,6 +43,38 @@ def collect_inputs(source: Path, camera: int) -> list[Path]:
     if not images:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {source}')
     return images
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """An OSError while writing the output `path` names it: a full disk fails a write with a
+    bare ENOSPC, and a read-only folder fails the temporary file or folder beside `path` that
+    the output is staged in, a name the user never gave."""
+    try:
+        yield
+    except OSError as exc:
+        beside = exc.filename is not None and Path(exc.filename).absolute().parent == Path(path).absolute().parent
+        if exc.errno is None or not (exc.filename is None or beside):  # a message of ours, or about another file
+            raise
+        raise OSError(exc.errno, f'cannot write {path}: {exc.strerror or exc}') from exc
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """`data` at `path` whole or not at all: through a temporary file renamed when complete, so
+    a full disk or a read-only folder leaves nothing half-written. A device or pipe (e.g.
+    /dev/stdout) is written to directly, never replaced."""
+    if path.exists() and not path.is_file():
+        with writing(path), open(path, 'wb') as f:
+            f.write(data)
+        return
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with writing(path):
+            with open(tmp, 'wb') as f:
+                f.write(data)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -47,8 +96,11 @@ def run_infer(args: argparse.Namespace) -> int:
             continue
         if args.output_size == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-        np.save(out / f'{path.stem}.npy', depth.astype(np.float32))
-        cv2.imwrite(str(out / f'{path.stem}_depth.png'), cv2.cvtColor(colorize_depth(depth), cv2.COLOR_RGB2BGR))
+        array = io.BytesIO()
+        np.save(array, depth.astype(np.float32))
+        write_output(out / f'{path.stem}.npy', array.getvalue())
+        png = cv2.imencode('.png', cv2.cvtColor(colorize_depth(depth), cv2.COLOR_RGB2BGR))[1]
+        write_output(out / f'{path.stem}_depth.png', png.tobytes())
         print(f'{path} -> {out / path.stem}.npy  depth {np.nanmin(depth):.2f}..{np.nanmax(depth):.2f} m')
     print(f'{len(images) - failed} of {len(images)} images written to {out}')
     return 1 if failed == len(images) else 0
@@ -61,7 +113,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.frames < 3:
         raise ValueError(f'--frames must be at least 3 (one triplet), got {args.frames}')
-    with tqdm(total=args.frames, desc='rendering', unit='frame') as bar:
+    with tqdm(total=args.frames, desc='rendering', unit='frame', disable=PROGRESS) as bar:
         rig = CameraRig(args.width, args.height, args.fov, args.camera_height)
         drive = write_kitti_drive(args.out_dir, args.frames, args.seed, rig,
                                   workers=args.workers, progress=lambda done, total: bar.update(done - bar.n))
@@ -74,7 +126,7 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
 
     from packnet_ros.data.bag import write_kitti_bag
 
-    with tqdm(desc='converting', unit='frame') as bar:
+    with tqdm(desc='converting', unit='frame', disable=PROGRESS) as bar, writing(args.out_bag):
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -99,10 +151,45 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def in_bags(exc: BagError, sources: list[str]) -> BagError:
+    """A message that cannot be decoded names no bag (the decoder is not told which one it
+    reads): name those among `sources` it can come from."""
+    from packnet_ros.data.bag import BagError
+
+    if exc.bag is not None:
+        return exc
+    bags = [s for s in sources if (Path(s) / 'metadata.yaml').is_file()]
+    return BagError(str(exc), bags[0] if len(bags) == 1 else f'one of the bags {", ".join(bags)}')
+
+
+class SessionLog(logging.Handler):
+    """The training session's warnings and errors as lines on stderr, held until training goes
+    on (the next step) or ends: a failure of the run's last save is then left to the command's
+    final error, which reports it, instead of being printed twice."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.logger = logging.Logger('packnet-ros train')  # outside the logging tree: only this handler
+        self.logger.addHandler(self)
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record.getMessage())
+
+    def show(self, unless: str = '') -> None:
+        from tqdm import tqdm
+
+        for line in self.held:
+            if line != unless:
+                tqdm.write(f'packnet-ros train: {line}', file=sys.stderr)
+        self.held.clear()
+
+
 def run_train(args: argparse.Namespace) -> int:
     import yaml
     from tqdm import tqdm
 
+    from packnet_ros.data.bag import BagError
     from packnet_ros.data.triplets import BagTopics
     from packnet_ros.training import distributed
     from packnet_ros.training.offline import OfflineConfig, train
@@ -126,23 +213,36 @@ def run_train(args: argparse.Namespace) -> int:
                            tensorboard=not args.no_tensorboard,
                            topics=BagTopics(args.image_topic, args.camera_info_topic, args.speed_topic))
     main_process = processes is None or processes.rank == 0
+    log, unsaved = SessionLog(), ''
     try:
-        with tqdm(desc='training', unit='step', disable=not main_process) as bar:
+        with tqdm(desc='training', unit='step', disable=PROGRESS if main_process else True) as bar:
             def report(result, step, total):
+                if step < total:
+                    log.show()  # training went on past what the session said
                 bar.total = total
                 bar.update(step - bar.n)
                 if result.losses:
                     bar.set_postfix(loss=f'{result.losses["loss"]:.4f}', scale=f'{result.losses["scale"]:.3f}')
 
-            run = train(config, report)
+            run = train(config, report, log.logger)
+        if run.session.saved_step != run.session.step_count:  # the save of the last step failed
+            unsaved = run.session.stats.save_error
+    except BagError as exc:
+        raise in_bags(exc, args.data) from exc
     except distributed.DistributedError as exc:
         rank = processes.rank if processes else 0
         raise RuntimeError(f'rank {rank}: {exc}. The run stopped; its newest checkpoint in {config.out} is intact: '
                            'rerun with --resume (any number of processes) to continue') from None
     finally:
+        log.show(unless=unsaved)
         distributed.stop()
     if main_process:
         session, speed = run.session, run.throughput
+        if session.saved_step != session.step_count:
+            kept = session.folder.checkpoints()  # newest first: this run's, or those it resumed from
+            raise RuntimeError(f'{unsaved or "the last save failed"}; ' + (
+                f'the newest checkpoint in {config.out} is {kept[0].name}, older than step {session.step_count}: '
+                '--resume continues from it' if kept else f'no checkpoint was written to {config.out}'))
         where = f' on {processes.world_size} processes ({processes.backend})' if processes else ''
         announced = session.stats.announced or 'none: no checkpoint passed validation'
         if session.stats.last_validation is not None and not session.stats.last_validation.passed:
@@ -172,14 +272,14 @@ def run_eval(args: argparse.Namespace) -> int:
     config = EvalConfig(args.checkpoint, samples, args.height, args.width, args.device, args.precision,
                         args.backend, args.batch_size, args.workers, args.min_depth, args.max_depth,
                         None if args.crop == 'none' else args.crop)
-    with tqdm(total=len(samples), desc='evaluating', unit='image') as bar:
+    with tqdm(total=len(samples), desc='evaluating', unit='image', disable=PROGRESS) as bar:
         result = evaluate(config, bar.update)
     print(format_table(result))
     reported = 'median_scaled' if args.median_scaling else 'metric'
     print(f'reported ({reported.replace("_", "-")}): abs_rel {getattr(result, reported)["abs_rel"]:.3f}')
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**result.to_json(), 'reported': reported}, indent=2))
+        write_output(Path(args.json), json.dumps({**result.to_json(), 'reported': reported}, indent=2).encode())
         print(f'wrote {args.json}')
     return 0
 
@@ -190,6 +290,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     frames = []
     if args.int8:
+        from packnet_ros.data.bag import BagError
         from packnet_ros.data.triplets import open_source, spread_frames
 
         if not args.calibration:
@@ -198,10 +299,16 @@ def run_export(args: argparse.Namespace) -> int:
         if not (height and width):
             trained = load_checkpoint(args.checkpoint).input_size or (192, 640)
             height, width = height or trained[0], width or trained[1]
-        datasets = [d for source in args.calibration for d in open_source(source, height, width)]
+        datasets = []
+        for source in args.calibration:
+            try:
+                datasets += open_source(source, height, width)
+            except BagError as exc:
+                raise in_bags(exc, [source]) from exc
         frames = spread_frames(datasets, args.calibration_frames)
-    result = export_checkpoint(args.checkpoint, args.onnx, args.height, args.width, opset=args.opset,
-                               dynamic_batch=args.dynamic_batch, pose=args.pose, calibration=frames)
+    with writing(args.onnx):
+        result = export_checkpoint(args.checkpoint, args.onnx, args.height, args.width, opset=args.opset,
+                                   dynamic_batch=args.dynamic_batch, pose=args.pose, calibration=frames)
     print(f'wrote {result.depth}: ONNX Runtime vs torch max |inverse depth difference| {result.depth_difference:.2e}'
           + (f' (float); int8 vs float median relative depth difference {100 * result.int8_depth_difference:.2f} % '
              f'on {len(frames)} calibration frames' if frames else ''))
@@ -348,13 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The error as one line. An error in a DataLoader worker reaches us with the worker's
+    traceback in its message ('Caught ImageError in DataLoader worker process 0. Original
+    Traceback ...'): keep what the original error said, after its type on the last line."""
+    text = str(exc)
+    worker = re.match(r'Caught (\w+) in DataLoader worker', text)
+    if worker and f'{worker.group(1)}: ' in text:
+        text = text[text.rindex(f'{worker.group(1)}: ') + len(worker.group(1)) + 2:]
+    return '; '.join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # OpenCV logs its own line for a broken image file; we report it, naming the file, once
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
     try:
         return args.func(args)
-    except (CheckpointError, KittiError, ImageError, FileNotFoundError, FileExistsError, ValueError,
-            RuntimeError) as exc:
-        print(f'packnet-ros {args.command}: error: {exc}', file=sys.stderr)
+    except (CheckpointError, KittiError, ImageError, OSError, ValueError, RuntimeError) as exc:
+        print(f'packnet-ros {args.command}: error: {one_line(exc)}', file=sys.stderr)
         return 2
 
 

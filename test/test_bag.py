@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from packnet_ros.cli import main
-from packnet_ros.data.bag import TOPICS, deserialize, playback, read_messages, stamp_ns, write_kitti_bag
+from packnet_ros.data.bag import (
+    TOPICS,
+    BagError,
+    deserialize,
+    playback,
+    read_messages,
+    stamp_ns,
+    topics_of,
+    write_kitti_bag,
+)
 from packnet_ros.data.kitti import KittiDrive, read_calib
 
 from helpers import KITTI_DRIVE, require
@@ -102,3 +111,23 @@ def test_playback_schedule_keeps_the_recorded_intervals(tmp_path):
     np.testing.assert_allclose([p[0] for p in later], (np.array([p[2] for p in later]) - first) / 1e9 / 0.5)
     with pytest.raises(ValueError, match='rate'):
         next(playback(bag, rate=0))
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_damaged_bags_are_bag_errors_naming_the_bag(tmp_path, storage):
+    """rosbags' ReaderError (and, for some damage, TypeError or UnicodeDecodeError) and
+    SerdeError become BagError, a ValueError whose message says which bag and what is wrong."""
+    good = write_kitti_bag(require(KITTI_DRIVE), tmp_path / 'good', storage)
+    truncated = shutil.copytree(good, tmp_path / 'truncated')
+    storage_file = next(p for p in truncated.iterdir() if p.name != 'metadata.yaml')
+    storage_file.write_bytes(storage_file.read_bytes()[:4096])
+    broken = shutil.copytree(good, tmp_path / 'broken')
+    (broken / 'metadata.yaml').write_text('rosbag2_bagfile_information: [unclosed\n')
+    for bag in (truncated, broken):
+        with pytest.raises(BagError, match=f'^{bag}: not a readable rosbag2') as error:
+            list(read_messages(bag))
+        assert error.value.bag == bag and len(str(error.value).splitlines()) == 1
+        with pytest.raises(BagError, match=f'^{bag}: not a readable rosbag2'):
+            topics_of(bag)
+    with pytest.raises(BagError, match='a sensor_msgs/msg/Image message cannot be decoded'):
+        deserialize(b'\x00\x01\x00\x00\x05', 'sensor_msgs/msg/Image')

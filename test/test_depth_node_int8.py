@@ -113,3 +113,38 @@ def test_auto_serving_is_int8_only_for_a_checkpoint_on_a_cpu():
     assert choose_serving('auto', 'bf16', cpu, 'model.ckpt') == Serving('torch', 'bf16')
     with pytest.raises(ValueError, match='int8 needs'):
         choose_serving('torch', 'int8', cpu, 'model.ckpt')
+
+
+class FixedDepth:
+    """An estimator that answers every frame with the same depth."""
+
+    def __init__(self, depth):
+        self.depth, self.calls = depth, 0
+
+    def infer(self, rgb):
+        self.calls += 1
+        return self.depth
+
+
+def test_int8_that_drifts_from_float_on_live_frames_falls_back_to_float():
+    """Calibration frames can pass the int8 check on themselves and not represent the camera:
+    int8 is checked against float on a live frame every int8_recheck_period seconds."""
+    from packnet_ros.nodes.depth_node import DepthServing, Int8
+
+    client = ClientNode('int8_recheck_test')
+    try:
+        serving = DepthServing(client.node, client.node.create_publisher)
+        float_depth = np.full((4, 6), 10.0, np.float32)
+        reference = FixedDepth(float_depth)
+        serving.reference, serving.int8 = reference, Int8.SERVING
+        rgb = np.zeros((4, 6, 3), np.uint8)
+        serving._check_int8(rgb, float_depth * 1.02, now=100.0)  # within 3 %: int8 stays
+        assert serving.int8 is Int8.SERVING and serving.pending is None and reference.calls == 1
+        serving._check_int8(rgb, float_depth * 1.5, now=110.0)  # not due: 30 s between checks
+        assert serving.int8 is Int8.SERVING and reference.calls == 1
+        serving._check_int8(rgb, float_depth * 1.12, now=131.0)
+        assert serving.int8 is Int8.REFUSED and serving.pending is reference and serving.reference is None
+        assert 'int8 changed depth by 12.0% against float' in serving.int8_reason
+        assert serving.health.errors
+    finally:
+        client.close()

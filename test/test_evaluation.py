@@ -1,9 +1,15 @@
-"""`packnet-ros eval`: the Eigen protocol on real KITTI frames, split files and their errors."""
+"""`packnet-ros eval`: the Eigen protocol on real KITTI frames, split files and their errors;
+depth_evaluator refusing malformed messages."""
 import json
 
 import numpy as np
 import pytest
 import torch
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.cli import main
@@ -13,8 +19,10 @@ from packnet_ros.image import read_rgb
 from packnet_ros.inference import DepthEstimator
 from packnet_ros.metrics import image_metrics
 from packnet_ros.networks import PackNetSlim01
+from packnet_ros.node_process import ClientNode, start_node
+from packnet_ros.nodes.conversions import depth_to_image
 
-from helpers import KITTI_DRIVE, KITTI_TINY, require
+from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliable_subscribers
 
 
 @pytest.fixture(scope='module')
@@ -102,3 +110,48 @@ def test_eval_without_ground_truth_says_where_it_looked(checkpoint, tmp_path, ca
     assert main(['eval', '--checkpoint', str(checkpoint), '--data', str(drive.parent.parent), '--device', 'cpu',
                  '--workers', '0']) == 2
     assert 'no frame has ground truth' in capsys.readouterr().err
+
+
+def test_evaluator_refuses_truncated_messages_and_evaluates_the_next_pair(tmp_path):
+    """A depth_gt (or depth) message whose data is shorter than height*step ended the node
+    (numpy: 'buffer is smaller than requested size'); now it is dropped, logged and counted."""
+    out_json = tmp_path / 'metrics.json'
+    proc = start_node('depth_evaluator', tmp_path / 'evaluator.log',
+                      parameters={'output_json': str(out_json), 'crop': 'none'})
+    client = ClientNode('truncated_test')
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub_pred = client.node.create_publisher(Image, 'depth', reliable)
+    pub_gt = client.node.create_publisher(Image, 'depth_gt', reliable)
+    latest: list[DiagnosticStatus] = []
+    client.node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: latest.extend(
+        s for s in m.status if s.name.startswith('/depth_evaluator')), 10)
+
+    def values() -> dict[str, str]:
+        return {kv.key: kv.value for kv in latest[-1].values} if latest else {}
+    gt = np.full((24, 32), 10.0, np.float32)
+    try:
+        wait_for_reliable_subscribers(client, ['/depth', '/depth_gt'])
+        truncated = depth_to_image(gt, Header(stamp=Time(sec=5), frame_id='cam'))
+        truncated.data = truncated.data[:len(truncated.data) // 2]
+        pub_gt.publish(truncated)
+        short_rows = depth_to_image(gt, Header(stamp=Time(sec=6), frame_id='cam'))
+        short_rows.step = 8  # less than width*4
+        pub_pred.publish(short_rows)
+        header = Header(stamp=Time(sec=7), frame_id='cam')
+        pub_gt.publish(depth_to_image(gt, header))
+        pub_pred.publish(depth_to_image(gt * 1.1, header))
+        client.wait_for(lambda: values().get('frames') == '1' and values().get('rejected') == '2', DEADLINE,
+                        'the good pair evaluated and both bad messages counted')
+        assert proc.alive(), proc.log_tail()
+        assert latest[-1].level == DiagnosticStatus.WARN  # errors beside successes
+        assert '2 errors in 10 s, latest: depth' in latest[-1].message
+    finally:
+        proc.stop()
+        client.close()
+    log = proc.log.read_text()
+    assert 'depth_evaluator.depth_gt]: dropping message: data has 1536 bytes, expected step*height = 3072' in log
+    assert 'depth_evaluator.depth]: dropping message: step 8 is smaller than width*4 = 128' in log
+    assert 'Traceback' not in log
+    report = json.loads(out_json.read_text())
+    assert report['summary']['frames'] == 1
+    assert report['frames'][0]['metric']['abs_rel'] == pytest.approx(0.1, rel=1e-5)

@@ -61,13 +61,14 @@ def test_context_by_travelled_distance_online_and_offline_alike():
     assert by_target[1].frames == (0, 1, 2)  # the offline planner also has the targets near the ends
     accumulator = TripletAccumulator(8, 8, rules)
     online, fed = [], 0
+    live = 100.0  # a live stream's clock: stamp 0 would mean "not stamped"
     for i, stamp in enumerate(stamps):
         while fed < len(samples) and samples[fed][0] <= stamp + 0.05:
-            online += accumulator.add_speed(*samples[fed])
+            online += accumulator.add_speed(live + samples[fed][0], samples[fed][1])
             fed += 1
-        online += accumulator.add_frame(stamp, np.full((8, 8, 3), i, np.uint8))
+        online += accumulator.add_frame(live + stamp, np.full((8, 8, 3), i, np.uint8))
     centred = [p for p in plans if 4 <= p.frames[1] < len(stamps) - 4]  # what the online window can centre
-    assert [t.stamp for t in online] == [p.stamp for p in centred]
+    np.testing.assert_allclose([t.stamp - live for t in online], [p.stamp for p in centred], atol=1e-9)
     for triplet, plan in zip(online, centred):
         np.testing.assert_allclose(triplet.distances, plan.distances, rtol=1e-6)
         assert [int(image[0, 0, 0]) for image in triplet.images] == list(plan.frames)

@@ -124,6 +124,7 @@ def test_export_cli_writes_an_int8_model(tmp_path, capsys):
 def test_calibration_frames_are_spread_in_time():
     kept = CalibrationFrames(count=4, period=2.0)
     frame = np.zeros((2, 2, 3), np.uint8)
+    frame[0, 1] = frame[1, 0] = 100  # a chequerboard: a scene, not a lens cap
     completed = [kept.offer(frame + i, stamp=0.5 * i) for i in range(14)]
     assert [f[0, 0, 0] for f in kept.frames] == [0, 4, 8, 12]  # every 2 s of a 2 Hz stream
     assert completed.index(True) == 12 and completed.count(True) == 1 and kept.complete
@@ -131,3 +132,16 @@ def test_calibration_frames_are_spread_in_time():
     assert kept.frames[0][0, 0, 0] == 0
     with pytest.raises(ValueError, match='at least'):
         CalibrationFrames(count=MIN_FRAMES - 1, period=0.0)
+
+
+def test_featureless_frames_are_not_kept_for_calibration():
+    """16 black frames (a lens cap, a dark garage) calibrated an int8 model that passed its check
+    on them and changed real frames' depth by 12 %."""
+    kept = CalibrationFrames(count=4, period=0.0)
+    rng = np.random.default_rng(0)
+    for level in (0, 30, 255):
+        assert not kept.offer(np.full((48, 64, 3), level, np.uint8), stamp=level)
+    assert not kept.offer(rng.normal(20, 3, (48, 64, 3)).clip(0, 255).astype(np.uint8), stamp=1)  # dark, noisy
+    assert kept.refused == 4 and not kept.frames
+    scene = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert [kept.offer(scene, stamp=10 + i) for i in range(4)] == [False, False, False, True]

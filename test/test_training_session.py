@@ -327,3 +327,18 @@ def test_a_failed_save_is_remembered_until_one_works(tmp_path, kitti, monkeypatc
     monkeypatch.undo()
     session.step()
     assert session.checkpoint()[0] is not None and session.stats.save_error == ''
+
+
+def test_a_model_whose_depth_is_not_finite_is_never_announced(tmp_path, kitti):
+    """Finite weights that overflow (100 % NaN depth) passed every check of a file; unvalidated
+    sessions announced them."""
+    session = session_for(tmp_path, kitti, validate_before_announce=False)
+    session.step()
+    with torch.no_grad():
+        session.trainer.depth_net.pre_calc.conv_base.weight.fill_(3e38)
+    saved, announced = session.checkpoint()
+    assert saved is not None and announced is None and session.stats.not_announced == 1
+    with torch.no_grad():
+        session.trainer.depth_net.pre_calc.conv_base.weight.normal_(0, 0.05)
+    session.step()
+    assert session.checkpoint()[1] is not None

@@ -4,17 +4,22 @@
 camera_info, odometry (speed in the twist) and ground-truth depth, stamped with the KITTI
 timestamps. The bag is built under a temporary name and renamed when complete, so an
 interrupted conversion never leaves a half-written bag under the final name.
+
+A damaged bag (truncated storage file, broken metadata.yaml, undecodable message) is a
+BagError that names the bag, whatever rosbags raised underneath.
 """
 from __future__ import annotations
 
 import math
 import shutil
+import sqlite3
 import struct
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
 from packnet_ros.data.kitti import KittiDrive, KittiError
@@ -29,6 +34,26 @@ TOPICS = {
 }
 STORAGE = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 EARTH_RADIUS = 6378137.0
+# What rosbags raises for a damaged bag: its ReaderError, and for some damage the parsing
+# errors beneath it (found by truncating and flipping bytes of an MCAP file: bad UTF-8 in a
+# record, an 8-byte file, a record length beyond memory).
+DAMAGED = (ReaderError, UnicodeDecodeError, TypeError, MemoryError)
+
+
+class BagError(ValueError):
+    """A rosbag2 cannot be read or written, or one of its messages cannot be decoded.
+
+    `bag` is the bag concerned; None where the code that failed cannot know it (decoding
+    a message taken from read_messages)."""
+
+    def __init__(self, message: str, bag: str | Path | None = None):
+        super().__init__(f'{bag}: {message}' if bag is not None else message)
+        self.bag = bag
+
+
+def _damaged(bag: str | Path, exc: BaseException) -> BagError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # YAML errors add a source excerpt
+    return BagError(f'not a readable rosbag2 (truncated or corrupt?): {first_line}', bag)
 
 
 def _types():
@@ -149,6 +174,8 @@ def write_kitti_bag(drive_dir: str | Path, out_bag: str | Path, storage: str = '
                 if progress:
                     progress(i + 1, len(drive.frames))
         (staging / out_bag.name).rename(out_bag)
+    except (WriterError, sqlite3.Error) as exc:  # sqlite3 says 'database or disk is full' this way
+        raise BagError(f'cannot write the bag: {exc}', out_bag) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_bag
@@ -156,10 +183,13 @@ def write_kitti_bag(drive_dir: str | Path, out_bag: str | Path, storage: str = '
 
 def read_messages(bag: str | Path, topics: list[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, msgtype, bag timestamp ns, serialized CDR) in time order."""
-    with Reader(bag) as reader:
-        connections = [c for c in reader.connections if topics is None or c.topic in topics]
-        for conn, timestamp, raw in reader.messages(connections=connections):
-            yield conn.topic, conn.msgtype, timestamp, raw
+    try:
+        with Reader(bag) as reader:
+            connections = [c for c in reader.connections if topics is None or c.topic in topics]
+            for conn, timestamp, raw in reader.messages(connections=connections):
+                yield conn.topic, conn.msgtype, timestamp, raw
+    except DAMAGED as exc:  # only rosbags runs here: the consumer's errors stay outside the generator
+        raise _damaged(bag, exc) from exc
 
 
 def playback(bag: str | Path, rate: float = 1.0, start_offset: float = 0.0
@@ -185,9 +215,15 @@ def header_stamp(raw: bytes) -> tuple[int, int]:
 
 def topics_of(bag: str | Path) -> dict[str, str]:
     """{topic: message type} of a rosbag2."""
-    with Reader(bag) as reader:
-        return {c.topic: c.msgtype for c in reader.connections}
+    try:
+        with Reader(bag) as reader:
+            return {c.topic: c.msgtype for c in reader.connections}
+    except DAMAGED as exc:
+        raise _damaged(bag, exc) from exc
 
 
 def deserialize(raw: bytes, msgtype: str):
-    return TYPESTORE.deserialize_cdr(raw, msgtype)
+    try:
+        return TYPESTORE.deserialize_cdr(raw, msgtype)
+    except SerdeError as exc:
+        raise BagError(f'a {msgtype} message cannot be decoded (truncated or corrupt?): {exc}') from exc

@@ -6,7 +6,8 @@
     DATE/DATE_drive_NNNN_sync/proj_depth/velodyne/image_0{2,3}/*.npz   (packnet-sfm, optional)
 
 Frames are identified by their file number; timestamps.txt lists every frame of the
-full drive, so a subset of images (as in KITTI_tiny) still gets the right stamps.
+full drive, so a subset of images (as in KITTI_tiny) still gets the right stamps. A file that
+cannot be parsed is a KittiError naming it.
 """
 from __future__ import annotations
 
@@ -34,7 +35,14 @@ def parse_timestamp(text: str) -> float:
 def read_timestamps(path: Path) -> list[float]:
     if not path.is_file():
         raise KittiError(f'missing timestamps file {path}')
-    return [parse_timestamp(line) for line in path.read_text().splitlines() if line.strip()]
+    stamps = []
+    for number, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+        if line.strip():
+            try:
+                stamps.append(parse_timestamp(line))
+            except ValueError as exc:
+                raise KittiError(f'{path} line {number}: {exc}') from exc
+    return stamps
 
 
 def read_calib(path: Path) -> dict[str, np.ndarray]:
@@ -106,12 +114,17 @@ class KittiDrive:
     def oxts(self) -> list[OxtsPacket]:
         """OXTS packets for self.frames (same index as the images)."""
         stamps = read_timestamps(self.path / 'oxts' / 'timestamps.txt')
+        if self.frames[-1] >= len(stamps):
+            raise KittiError(f'oxts/timestamps.txt has {len(stamps)} lines but frame {self.frames[-1]} exists')
         packets = []
         for f in self.frames:
             path = self.path / 'oxts' / 'data' / f'{f:010d}.txt'
             if not path.is_file():
                 raise KittiError(f'missing OXTS packet {path}')
-            values = [float(x) for x in path.read_text().split()]
+            try:
+                values = [float(x) for x in path.read_text(errors='replace').split()]
+            except ValueError as exc:
+                raise KittiError(f'{path}: {exc}') from exc
             if len(values) < len(OXTS_FIELDS):
                 raise KittiError(f'{path} has {len(values)} values, expected at least {len(OXTS_FIELDS)}')
             packets.append(OxtsPacket(stamps[f], dict(zip(OXTS_FIELDS, values))))
@@ -122,8 +135,11 @@ class KittiDrive:
         path = self.path / 'proj_depth' / 'velodyne' / f'image_0{self.camera}' / f'{frame:010d}.npz'
         if not path.is_file():
             return None
-        with np.load(path) as data:
-            return data['velodyne_depth'].astype(np.float32)
+        try:
+            with np.load(path) as data:
+                return data['velodyne_depth'].astype(np.float32)
+        except Exception as exc:  # damage surfaces as BadZipFile, zlib.error, EOFError, KeyError, ValueError ...
+            raise KittiError(f'ground truth {path} is unreadable (truncated or corrupt?): {exc!r}') from exc
 
     def velodyne_to_image(self) -> np.ndarray:
         """3x4 matrix taking homogeneous velodyne points to homogeneous rectified pixels:

@@ -17,7 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from packnet_ros.data.bag import TYPESTORE
-from packnet_ros.nodes.conversions import cloud_to_points, image_to_depth, image_to_rgb
+from packnet_ros.nodes.conversions import ConversionError, cloud_to_points, image_to_depth, image_to_rgb
 
 RECORD_PERIOD_S = 1.0  # outputs recorded at most this often, so the MCAP stays small
 IMAGES_KEPT = 50  # camera frames kept to pair with the depth computed from them
@@ -94,7 +94,12 @@ class Recorder(Node):
             self.record.latencies_ms.append(1000 * (time.monotonic() - arrived))
         self.record.depth_frames += 1
         camera = self.images.get(_stamp(msg))
-        pair = (image_to_depth(msg).copy(), image_to_rgb(camera).copy() if camera is not None else None)
+        try:
+            pair = (image_to_depth(msg).copy(), image_to_rgb(camera).copy() if camera is not None else None)
+        except ConversionError as exc:  # recorded as it came, but no picture can be drawn from it
+            self.get_logger().warn(f'depth frame not shown: {exc}', throttle_duration_sec=5.0)
+            self.write(f'{self.namespace}/depth', msg)
+            return
         if self.record.first_depth is None:
             self.record.first_depth = pair
         self.record.last_depth = pair

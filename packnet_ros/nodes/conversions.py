@@ -64,9 +64,16 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
 
 
 def image_to_depth(msg: Image) -> np.ndarray:
-    """32FC1 sensor_msgs/Image -> float32 [H,W] (a view of the message data)."""
+    """32FC1 sensor_msgs/Image -> float32 [H,W] (a view of the message data); a header that
+    the data does not fill is a ConversionError, not numpy's bare ValueError."""
     if msg.encoding != '32FC1':
         raise ConversionError(f'expected a 32FC1 depth image, got {msg.encoding!r}')
+    if msg.width == 0 or msg.height == 0:
+        raise ConversionError(f'image has zero size ({msg.width}x{msg.height})')
+    if msg.step < msg.width * 4:
+        raise ConversionError(f'step {msg.step} is smaller than width*4 = {msg.width * 4}')
+    if len(msg.data) < msg.step * msg.height:
+        raise ConversionError(f'data has {len(msg.data)} bytes, expected step*height = {msg.step * msg.height}')
     rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
     return rows[:, :msg.width * 4].view(np.float32)
 

@@ -2,7 +2,8 @@
 
 Publishes the running metrics (all frames, and the first and latest windows, so learning
 shows as a change) on /diagnostics, and writes every per-frame result plus the summary to
-JSON at shutdown.
+JSON at shutdown. A malformed message (wrong encoding, truncated data) is refused on arrival,
+logged, counted as `rejected` and raises the status level; the node goes on with the next.
 """
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from packnet_ros.config import output_dir
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.nodes.conversions import ConversionError, image_to_depth
-from packnet_ros.nodes.diagnostics import StatusPublisher
+from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import INPUT_PARAMETERS, InputSubscription
 from packnet_ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.nodes.runner import run
@@ -32,6 +34,7 @@ PARAMETERS = {
     'max_pending': Param(50, 'unpaired messages kept per topic (and the input queue depth)', low=1),
     'qos_reliability': INPUT_PARAMETERS['qos_reliability'],
 }
+WARN_PERIOD_S = 5.0
 
 
 class DepthEvaluator(Node):
@@ -40,6 +43,10 @@ class DepthEvaluator(Node):
         p = self.params = declare_parameters(self, PARAMETERS)
         self.pending = {'depth': OrderedDict(), 'depth_gt': OrderedDict()}
         self.records: list[dict] = []
+        self.rejected = 0
+        self.health = Health()
+        # one logger per topic, so that the warnings about one throttle none about the other
+        self.topic_logs = {topic: self.get_logger().get_child(topic) for topic in self.pending}
         self.lock = threading.Lock()
         # Evaluating a pair takes longer than a burst of messages takes to arrive: queue deeply.
         for topic in ('depth', 'depth_gt'):
@@ -49,23 +56,26 @@ class DepthEvaluator(Node):
         self.create_timer(1.0, self.publish_diagnostics)
 
     def on_depth(self, kind: str, msg: Image) -> None:
+        try:
+            depth = image_to_depth(msg)
+        except ConversionError as exc:
+            self.rejected += 1
+            self.health.error(f'{kind}: {exc}')
+            self.topic_logs[kind].warn(f'dropping message: {exc}', throttle_duration_sec=WARN_PERIOD_S)
+            return
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         other = self.pending['depth_gt' if kind == 'depth' else 'depth']
         if key in other:
-            pair = {kind: msg, ('depth_gt' if kind == 'depth' else 'depth'): other.pop(key)}
+            pair = {kind: depth, ('depth_gt' if kind == 'depth' else 'depth'): other.pop(key)}
             self.evaluate(key, pair['depth'], pair['depth_gt'])
             return
         mine = self.pending[kind]
-        mine[key] = msg
+        mine[key] = depth
         while len(mine) > self.params['max_pending']:
             mine.popitem(last=False)
 
-    def evaluate(self, key, pred_msg: Image, gt_msg: Image) -> None:
-        try:
-            pred, gt = image_to_depth(pred_msg), image_to_depth(gt_msg)
-        except ConversionError as exc:
-            self.get_logger().warn(f'cannot evaluate: {exc}', throttle_duration_sec=5.0)
-            return
+    def evaluate(self, key: tuple[int, int], pred: np.ndarray, gt: np.ndarray) -> None:
+        self.health.success()
         p = self.params
         result = image_metrics(gt, pred, p['min_depth'], p['max_depth'], None if p['crop'] == 'none' else 'garg')
         if result is None:
@@ -84,14 +94,14 @@ class DepthEvaluator(Node):
 
     def publish_diagnostics(self) -> None:
         s = self.summary()
-        values = {'frames': str(s['frames'])}
+        values = {'frames': str(s['frames']), 'rejected': str(self.rejected)}
         for part in ('all', 'first', 'last'):
             if part in s:
                 values[f'{part}_abs_rel'] = f'{s[part]["metric"]["abs_rel"]:.4f}'
                 values[f'{part}_abs_rel_median_scaled'] = f'{s[part]["median_scaled"]["abs_rel"]:.4f}'
                 values[f'{part}_a1'] = f'{s[part]["metric"]["a1"]:.4f}'
                 values[f'{part}_scale_ratio'] = f'{s[part]["scale_ratio"]:.4f}'
-        self.status.publish(f'{s["frames"]} frames evaluated', values)
+        self.status.report(f'{s["frames"]} frames evaluated', values, self.health)
 
     def close(self, deadline: float) -> None:
         self.write_json()

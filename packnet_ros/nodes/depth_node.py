@@ -15,6 +15,7 @@ subscribes), through DepthServing's configure/activate/deactivate/cleanup.
 from __future__ import annotations
 
 import enum
+import math
 import threading
 import time
 from collections import deque
@@ -78,7 +79,10 @@ PARAMETERS = {
     'calibration_frames': Param(16, 'int8: camera frames kept for calibration', low=MIN_FRAMES),
     'calibration_period': Param(2.0, 'int8: seconds at least between two kept calibration frames', low=0.0),
     'int8_tolerance': Param(0.03, 'int8: largest median relative change of depth against float on the '
-                                  'calibration frames; a model beyond it is served in float', low=0.0, high=1.0),
+                                  'calibration frames and on live frames; a model beyond it is served in float',
+                            low=0.0, high=1.0),
+    'int8_recheck_period': Param(30.0, 'int8: seconds between checks of int8 against float on a live frame '
+                                       '(0: never)', low=0.0),
     'output_resolution': Param('network', 'publish depth at "network" or "input" image resolution',
                                choices=('network', 'input')),
     'min_depth': Param(0.5, 'metres; nearer predictions are published as -Inf (REP 117; NaN with '
@@ -258,6 +262,10 @@ class DepthServing:
         self.camera: CameraModel | None = None
         self.estimator: DepthEstimator | None = None
         self.pending: DepthEstimator | None = None
+        # While int8 is served: its float model, to check it against on live frames.
+        self.reference: DepthEstimator | None = None
+        self.pending_reference: DepthEstimator | None = None
+        self._last_int8_check = float('-inf')
         self.pending_lock = threading.Lock()
         self.load_lock = threading.Lock()  # one load (and ONNX export) at a time
         self.wanted: str | None = None  # the newest announced checkpoint not loaded yet
@@ -327,7 +335,7 @@ class DepthServing:
         self.node.destroy_subscription(self.checkpoint_sub)
         self.node.destroy_timer(self.diagnostics_timer)
         self.node.destroy_publisher(self.status.publisher)
-        self.estimator = self.pending = None
+        self.estimator = self.pending = self.reference = self.pending_reference = None
 
     # ---------------------------------------------------------------- models
 
@@ -371,6 +379,9 @@ class DepthServing:
             self.log.warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
             return None
         self.int8 = Int8.SERVING
+        self.pending_reference = DepthEstimator.from_checkpoint(  # the float export quantization started from
+            checkpoint, p['height'] or None, p['width'] or None, str(self.device), backend=self.serving.backend,
+            **{**options, 'precision': 'fp32'})
         return estimator
 
     def on_checkpoint(self, msg: String) -> None:
@@ -436,6 +447,8 @@ class DepthServing:
         with self.pending_lock:
             if self.pending is not None:
                 self.estimator, self.pending = self.pending, None
+                self.reference, self.pending_reference = self.pending_reference, None
+                self._last_int8_check = float('-inf')  # check the new int8 model on its first frame
 
     # ---------------------------------------------------------------- input
 
@@ -507,6 +520,7 @@ class DepthServing:
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
+        self._check_int8(net_rgb, depth, started)
         nonfinite = float(np.mean(~np.isfinite(depth)))  # published as NaN (no measurement), and said
         self.health.fault('nonfinite', f'{est.identity} gives non-finite depth for {nonfinite:.0%} of the latest '
                                        'frame' if nonfinite else None)
@@ -531,6 +545,31 @@ class DepthServing:
         now = time.monotonic()
         self.timings.add(1000 * (now - received), inference_ms, now)
 
+    def _check_int8(self, net_rgb: np.ndarray, depth: np.ndarray, now: float) -> None:
+        """Every int8_recheck_period seconds, int8's depth on a live frame against float's: the
+        calibration frames may not represent the camera (16 black frames at start passed the
+        check on themselves and then changed real frames' depth by 12 %). Beyond int8_tolerance
+        the float model is served from the next frame on."""
+        period = self.params['int8_recheck_period']
+        if self.reference is None or period <= 0 or now - self._last_int8_check < period:
+            return
+        self._last_int8_check = now
+        reference = self.reference.infer(net_rgb)
+        valid = np.isfinite(reference) & np.isfinite(depth) & (reference > 0)
+        change = float(np.median(np.abs(depth[valid] / reference[valid] - 1))) if valid.any() else math.inf
+        if change <= self.params['int8_tolerance']:
+            return
+        self.int8 = Int8.REFUSED
+        self.int8_reason = (f'on a live frame int8 changed depth by {change:.1%} against float (tolerance '
+                            f'{self.params["int8_tolerance"]:.0%}): its calibration frames do not represent '
+                            'this camera')
+        self.health.error('int8 differs from float on live frames: serving float')
+        self.log.warn(f'int8 refused, serving float from now on: {self.int8_reason}')
+        with self.pending_lock:
+            if self.pending is None:  # a newer model still loading replaces both
+                self.pending = self.reference
+        self.reference = None
+
     def publish_geometry(self, camera: CameraModel, depth: np.ndarray, colour: np.ndarray, header) -> None:
         h, w = depth.shape
         K, depth_info = camera.at(w, h)
@@ -549,6 +588,8 @@ class DepthServing:
         int8 = self.int8.value
         if self.int8 is Int8.CALIBRATING:
             int8 = f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'
+            if self.calibration.refused:
+                int8 += f' ({self.calibration.refused} featureless frames not kept)'
         elif self.int8 is Int8.REFUSED:
             int8 = f'{int8}: {self.int8_reason}'
         values = {

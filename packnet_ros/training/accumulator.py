@@ -66,12 +66,11 @@ NEIGHBOURS = TripletRules(stride=1, context_distance=0.0)  # consecutive frames,
 class StreamClock:
     """The order of one stream's stamps: whether a message can follow the newest one so far.
 
-    Reasons for one that cannot: 'unstamped' (0 or not finite: a driver that does not stamp),
-    'duplicate' (the same stamp again: drivers and bags do this), 'late' (older than the
-    newest: re-sent, or overtaken on the way) and 'time_backwards' (the second message in a
-    row from earlier on, later than the first: the stream itself went back, a looping bag or
-    a restarted driver, and starts over from here). Only 'time_backwards' means start over;
-    the others are dropped with everything kept.
+    Reasons for one that cannot: 'unstamped' (not finite), 'duplicate' (the same stamp again:
+    drivers and bags do this), 'late' (older than the newest: re-sent, or overtaken on the way)
+    and 'time_backwards' (the second message in a row from earlier on, later than the first:
+    the stream itself went back, a looping bag or a restarted driver, and starts over from
+    here). Only 'time_backwards' means start over; the others are dropped with everything kept.
     """
 
     def __init__(self):
@@ -79,7 +78,7 @@ class StreamClock:
         self._behind: float | None = None  # the last late stamp
 
     def check(self, stamp: float) -> str | None:
-        if not (np.isfinite(stamp) and stamp > 0):
+        if not np.isfinite(stamp):
             return 'unstamped'
         if self.newest is None or stamp > self.newest:
             self.newest, self._behind = stamp, None
@@ -173,9 +172,10 @@ class TripletAccumulator:
 
     A candidate whose odometry has not arrived yet waits up to max_speed_delay seconds (stream
     time) before it is skipped. Both add_frame and add_speed return the triplets that became
-    complete. Frames and speeds out of order are counted by StreamClock's reasons: unstamped,
-    duplicate and late ones are dropped with the window kept; time going backwards (a looping
-    bag) starts the window afresh.
+    complete. A message stamped 0 is 'unstamped' (its driver does not stamp: a recording's
+    own times may start at 0, a live message's never do). Frames and speeds out of order are
+    counted by StreamClock's reasons: unstamped, duplicate and late ones are dropped with the
+    window kept; time going backwards (a looping bag) starts the window afresh.
     """
 
     def __init__(self, height: int, width: int, rules: TripletRules | None = None, max_speed_delay: float = 0.5,
@@ -193,14 +193,14 @@ class TripletAccumulator:
         self.emitted = 0
 
     def add_speed(self, stamp: float, speed: float) -> list[Triplet]:
-        reason = self.speed.add(stamp, speed)
+        reason = 'unstamped' if stamp == 0 else self.speed.add(stamp, speed)
         if reason:
             self.skipped[reason] += 1
         return self._resolve(now=None)
 
     def add_frame(self, stamp: float, rgb: np.ndarray) -> list[Triplet]:
         """Add a frame; returns the triplets that are now complete (usually zero or one)."""
-        reason = self.clock.check(stamp)
+        reason = 'unstamped' if stamp == 0 else self.clock.check(stamp)
         if reason:
             self.skipped[reason] += 1
             if reason != 'time_backwards':

@@ -354,6 +354,10 @@ class TrainingSession:
             return path, None
         self.folder.prune(c.keep_last, protect=(self.stats.announced, path))
         with t.commit_lock:  # validation swaps the announced weights in and out
+            if not self._finite_depth():
+                self.stats.not_announced += 1
+                self.log.error(f'saved {path.name}; not announced: its depth is not finite')
+                return path, None
             validation = self._validate() if c.validate_before_announce else None
             if validation is not None and not validation.passed:
                 self.stats.not_announced += 1
@@ -406,6 +410,13 @@ class TrainingSession:
             self.stats.last_saved = path
             self.folder.prune(self.config.keep_last, protect=(self.stats.announced, path))
         return path
+
+    def _finite_depth(self) -> bool:
+        """The probe every announcement passes, validated or not: finite depth on a held-out or
+        buffered frame (finite weights can still overflow)."""
+        with self.lock:
+            probe = self.holdout[:1] or self.buffer.sample(1)
+        return not probe or self.trainer.finite_depth(probe)
 
     def _validate(self) -> Validation | None:
         """Held-out scores of the live weights vs the last announced ones, on the same triplets

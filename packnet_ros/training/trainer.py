@@ -356,6 +356,15 @@ class Trainer:
             self.log_translation_scale.zero_()
 
     @torch.no_grad()
+    def finite_depth(self, triplets: list[Triplet]) -> bool:
+        """Whether the live depth network (as it would be served: eval mode, scales folded in)
+        gives finite depth on these triplets' targets."""
+        self.fold_scales()
+        target = triplets_to_batch(triplets, self.device)[0]
+        self.depth_net.eval()
+        with torch.no_grad():
+            return bool(torch.isfinite(inv2depth(self.depth_net(target))).all())
+
     def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> HeldOutScore | None:
         """How well the live networks, or `weights` (from weights(); the live ones are restored
         afterwards), explain held-out triplets (train-mode networks, no update); None without any."""

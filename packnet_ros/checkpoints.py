@@ -134,8 +134,17 @@ def _check_archive(data: io.BytesIO, path: Path) -> None:
         raise CheckpointError(f'checkpoint {path} is corrupt: record {bad!r} fails its CRC check')
 
 
-def read_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> bytes:
+def _read_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> bytes:
     """The whole file, refused before reading when it is not a regular file or is too large."""
+    _check_file(path, what, limit)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
+
+
+def _check_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> None:
+    """CheckpointError unless `path` is a regular file of at most `limit` bytes."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -147,16 +156,30 @@ def read_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES)
     if info.st_size > limit:
         raise CheckpointError(f'{what} {path} is {info.st_size / 2 ** 30:.1f} GiB, more than the '
                               f'{limit / 2 ** 30:.1f} GiB a {what} may be')
+
+
+def _is_zip(source: Path | io.BytesIO, path: Path) -> bool:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
+        return zipfile.is_zipfile(source)
+    except Exception as exc:  # a damaged end record can raise BadZipFile (e.g. "span multiple disks")
+        raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:
-    """torch.load without running pickled code, after checking the archive's integrity."""
-    data = io.BytesIO(read_file(path))
-    if zipfile.is_zipfile(data):
+    """torch.load without running pickled code, after checking the archive's integrity. What
+    is neither a zip archive (torch's format) nor a pickle stream (its legacy one) is refused
+    from its ends alone, before it is read."""
+    _check_file(path)
+    try:
+        with open(path, 'rb') as f:
+            legacy = f.read(1) == b'\x80'  # pickle's PROTO opcode
+    except OSError as exc:
+        raise CheckpointError(f'checkpoint {path} is unreadable: {exc}') from exc
+    if not (legacy or _is_zip(path, path)):
+        raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): neither a zip archive '
+                              'nor a pickle stream')
+    data = io.BytesIO(_read_file(path))
+    if _is_zip(data, path):
         _check_archive(data, path)
     try:
         try:

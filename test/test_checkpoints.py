@@ -1,5 +1,6 @@
 """Checkpoints: official packnet-sfm files load safely, our format round-trips atomically."""
 import os
+import resource
 import subprocess
 import sys
 import types
@@ -217,9 +218,11 @@ def test_every_bit_flip_in_the_archive_directory_is_refused_or_harmless(tmp_path
     CheckpointError, or load the same weights."""
     path = save_checkpoint(tmp_path / 'good.ckpt', PackNetSlim01(width=0.25))
     data = path.read_bytes()
-    directory = data.rindex(b'PK\x01\x02', 0, data.rindex(b'PK\x05\x06'))  # the last central header
+    end = data.rindex(b'PK\x05\x06')
+    directory = data.rindex(b'PK\x01\x02', 0, end)  # the last central header
     outcomes = {'refused': 0, 'same': 0}
-    for offset in range(directory, directory + 46):  # every field of that header
+    # every field of that header and of the end record (a flipped disk number: "span multiple disks")
+    for offset in [*range(directory, directory + 46), *range(end, end + 22)]:
         for bit in (0, 3, 6):
             flipped = bytearray(data)
             flipped[offset] ^= 1 << bit
@@ -241,6 +244,12 @@ def test_a_file_too_large_is_refused_before_it_is_read(tmp_path):
         f.truncate(checkpoints.MAX_FILE_BYTES + 1)  # sparse: nothing on disk, 4 GiB to read
     with pytest.raises(CheckpointError, match='huge.ckpt is 4.0 GiB, more than the 4.0 GiB'):
         load_checkpoint(sparse)
+    with open(sparse, 'wb') as f:
+        f.truncate(3 * 2 ** 30)  # within the limit, but neither a zip nor a pickle: refused from its ends
+    started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match='huge.ckpt is unreadable .*neither a zip archive nor a pickle'):
+        load_checkpoint(sparse)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - started < 2 ** 20  # KiB: not read into memory
 
 
 def test_a_checkpoint_rewritten_in_place_after_loading_cannot_crash_its_reader(tmp_path):

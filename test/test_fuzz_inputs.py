@@ -273,6 +273,35 @@ def test_failed_checkpoint_parameter_is_rejected_and_keeps_the_old_value(nodes):
     assert client.wait_for(lambda: current.result(), DEADLINE, 'get_parameters').values[0].string_value == str(good)
 
 
+def test_bad_onnx_files_set_as_the_checkpoint_are_refused_with_the_node_alive(nodes):
+    """A NaN-weight .onnx was served (100 % NaN depth, level OK); a broken one killed the node."""
+    import onnx
+    from onnx import numpy_helper
+
+    from packnet_ros.checkpoints import load_networks
+    from packnet_ros.export import export_depth
+
+    client, watcher, procs, tmp, good = nodes
+    exported = tmp / 'good.onnx'
+    export_depth(load_networks(good)[0], exported, 64, 192)
+    model = onnx.load(exported)
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), np.nan), init.name))
+    onnx.save(model, tmp / 'nan.onnx')
+    (tmp / 'half.onnx').write_bytes(exported.read_bytes()[:exported.stat().st_size // 2])
+    set_service = client.node.create_client(SetParameters, '/depth_node/set_parameters')
+    assert set_service.wait_for_service(timeout_sec=DEADLINE)
+    served = watcher.values('/depth_node')['model']
+    for name, reason in (('nan.onnx', 'gives non-finite inverse depth'), ('half.onnx', 'half.onnx')):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(tmp / name))
+        reply = set_service.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint', value=value)]))
+        result = client.wait_for(lambda: reply.result(), DEADLINE, f'set_parameters reply for {name}').results[0]
+        assert not result.successful and reason in result.reason and '\n' not in result.reason, result.reason
+    assert procs['depth'].alive() and watcher.values('/depth_node')['model'] == served
+    assert 'Traceback' not in procs['depth'].log.read_text()
+
+
 def test_bad_camera_info_is_refused_and_raises_the_level(nodes):
     client, watcher, procs, *_ = nodes
     pub = client.node.create_publisher(CameraInfo, '/camera_info', RELIABLE)

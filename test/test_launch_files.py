@@ -53,12 +53,14 @@ def test_entry_points_resolve():
 
 @pytest.mark.parametrize('config,declared', [('depth.yaml', DEPTH_PARAMETERS),
                                              ('training.yaml', TRAINING_PARAMETERS)])
-def test_params_files_declare_exactly_the_node_parameters(config, declared):
+def test_params_files_hold_exactly_the_node_parameters_and_defaults(config, declared):
     params = yaml.safe_load((REPO / 'config' / config).read_text())['/**']['ros__parameters']
     assert set(params) == set(declared)
     for name, value in params.items():
         default = declared[name].default
         assert type(value) is type(default), f'{name}: {value!r} is not a {type(default).__name__}'
+    # The same values: the file shows users the defaults, it must not be a second set of them.
+    assert {n: v for n, v in params.items() if v != declared[n].default} == {}
 
 
 def test_demo_overrides_are_parameters_of_the_nodes_they_name():

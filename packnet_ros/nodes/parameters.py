@@ -16,6 +16,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from packnet_ros.options import described
+
 INT64_MAX = 2 ** 63 - 1
 
 
@@ -70,6 +72,14 @@ class Param:
         if self.choices and value not in self.choices:
             return f'parameter {name!r} must be one of {", ".join(self.choices)}, got {value!r}'
         return ''
+
+
+def params_of(cls: type) -> dict[str, Param]:
+    """The options of a core dataclass (packnet_ros.options) as node parameters: the node and
+    the core share one default, description and range per name."""
+    return {name: Param(f.default, f.metadata['help'], choices=f.metadata['choices'], low=f.metadata['low'],
+                        high=f.metadata['high'])
+            for name, f in described(cls).items()}
 
 
 def declare_parameters(node: Node, specs: dict[str, Param]) -> dict[str, object]:

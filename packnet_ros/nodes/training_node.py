@@ -27,77 +27,31 @@ from packnet_ros.config import output_dir
 from packnet_ros.data.triplets import speed_of
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
-from packnet_ros.networks import DEPTH_NETWORKS
 from packnet_ros.nodes.conversions import ConversionError, calibration_of, to_rgb
 from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
-from packnet_ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.nodes.parameters import Param, declare_parameters, params_of
 from packnet_ros.nodes.runner import join_until, run
 from packnet_ros.training import SessionConfig, TrainingSession, TripletAccumulator, TripletRules
-from packnet_ros.training.trainer import SCALE_FROM_SPEED
 
 WARN_PERIOD_S = 5.0
 TRAINER_RETRY_S = 1.0
-ARCHITECTURES = tuple(DEPTH_NETWORKS)
 TWIST_TYPES = {'TwistStamped': TwistStamped, 'TwistWithCovarianceStamped': TwistWithCovarianceStamped}
 
-RULES = TripletRules()  # the defaults of the triplet parameters
+# The recipe's options (defaults, descriptions, ranges) come from the core's dataclasses, in
+# the order users meet them; the rest is this node's own.
 PARAMETERS = {
     'checkpoint_dir': Param('', 'directory for checkpoints; training resumes from the newest valid one. Empty = '
                                 '$ROS_HOME/packnet_ros/checkpoints (ROS_HOME defaults to ~/.ros); a relative path is '
                                 'under $ROS_HOME/packnet_ros'),
-    'init_checkpoint': Param('', 'official .ckpt or packnet_ros checkpoint to start from; empty = from scratch'),
     'input_rectified': Param(False, 'the image is rectified already (e.g. image_proc\'s image_rect): use '
                                     'camera_info\'s P and do not rectify, whatever its distortion'),
-    'arch': Param('PackNetSlim01', 'architecture when starting from scratch', choices=ARCHITECTURES),
-    'model_width': Param(0.25, 'channel width factor when starting from scratch', low=0.01, high=4.0),
-    'width': Param(320, 'network input width (multiple of 32)', low=32, high=4096),
-    'height': Param(96, 'network input height (multiple of 32)', low=32, high=4096),
-    'device': Param('auto', 'auto, cpu, cuda or cuda:N'),
     'threads': Param(0, 'CPU threads for torch in this process; 0 = torch default (all cores)', low=0),
-    'learning_rate': Param(0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
-                                'init_checkpoint (what the learning curves chose)', low=0.0, high=1.0),
-    'warmup_steps': Param(0, 'steps over which the learning rates ramp up from zero (0 = none)', low=0),
-    'velocity_loss_weight': Param(1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale', low=0.0),
-    'velocity_warmup_steps': Param(0, 'steps over which the velocity loss weight ramps up from zero (0 = none)',
-                                   low=0),
-    'scale_from_speed': Param('loss', '"loss" (the velocity loss) or "direct" (translations take the measured '
-                                      'length)', choices=SCALE_FROM_SPEED),
-    'depth_scale_lr': Param(0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in tens '
-                                  'of steps', low=0.0, high=1.0),
-    'translation_scale_lr': Param(0.05, 'learning rate of one global PoseNet translation scale (log); 0 = none',
-                                  low=0.0, high=1.0),
-    'grad_clip': Param(0.0, 'clip the networks\' gradient norm to this (0 = no clipping)', low=0.0),
-    'motion_prior': Param(0.5, 'metres per frame a fresh PoseNet predicts along the optical axis (0 = none); '
-                               'for a camera facing the direction of travel', low=0.0, high=100.0),
-    'initial_depth': Param(0.0, 'metres a network trained from scratch predicts at first (0 = the heads\' '
-                                'default)', low=0.0),
-    'seed': Param(0, 'seed for initialising networks trained from scratch (reproducible runs)', low=0),
-    'batch_size': Param(4, 'triplets per step', low=1, high=1024),
+    **params_of(SessionConfig),  # with TrainerConfig's options it inherits
     'velocity_source': Param('odom', '"odom" (nav_msgs/Odometry) or "twist"', choices=('odom', 'twist')),
     'twist_type': Param('TwistStamped', 'message type on "twist", for velocity_source=twist',
                         choices=tuple(TWIST_TYPES)),
-    'max_speed': Param(RULES.max_speed, 'm/s; faster (or non-finite) speeds are refused as invalid', low=0.0),
-    'stride': Param(RULES.stride, 'frames between target and context frames (by distance: at most)', low=1, high=100),
-    'context_distance': Param(RULES.context_distance, 'metres; > 0: the nearest context frames at least this far '
-                              '(within stride frames); 0: stride frames away', low=0.0),
-    'min_distance': Param(RULES.min_distance, 'metres; closer context frames make a triplet static (skipped)',
-                          low=0.0),
-    'max_frame_gap': Param(RULES.max_frame_gap, 'seconds; a larger gap between frames breaks a triplet', low=0.0),
-    'max_speed_delay': Param(0.5, 'seconds to wait for odometry covering a triplet', low=0.0),
-    'buffer_triplets': Param(500, 'replay buffer size in triplets', low=1),
-    'buffer_mb': Param(256.0, 'replay buffer size in MiB', low=1.0),
-    'min_triplets': Param(8, 'triplets in the buffer before training starts', low=1),
-    'holdout_every': Param(10, 'every Nth triplet goes to the held-out set instead of the buffer (0 = none)',
-                           low=0),
-    'holdout_size': Param(8, 'held-out triplets kept (most recent)', low=0),
-    'save_every_steps': Param(200, 'checkpoint period in steps', low=1),
-    'save_every_seconds': Param(300.0, 'checkpoint period in seconds (whichever comes first)', low=0.0),
-    'keep_last': Param(3, 'checkpoints kept in checkpoint_dir', low=1),
-    'validate_before_announce': Param(True, 'announce only if held-out loss is no worse than the last announced'),
-    'divergence_factor': Param(3.0, 'roll back when the running loss exceeds this multiple of the last saved one',
-                               low=1.0),
-    'max_steps': Param(0, 'stop training after this many steps (0 = never)', low=0),
+    **params_of(TripletRules),
     **INPUT_PARAMETERS,
     'qos_depth': Param(10, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
                        high=1000),
@@ -127,8 +81,7 @@ class TrainingNode(Node):
         self.session = TrainingSession(SessionConfig.from_mapping({**p, 'checkpoint_dir': folder}),
                                        logger=self.get_logger())
         # Touched by callbacks only, and the executor runs them one at a time: no lock needed.
-        self.accumulator = TripletAccumulator(p['height'], p['width'], TripletRules.from_mapping(p),
-                                              p['max_speed_delay'])
+        self.accumulator = TripletAccumulator(p['height'], p['width'], TripletRules.from_mapping(p))
         self.rectifiers = RectifierCache()
         self.rectifier: Rectifier | None = None
         self.image_size: tuple[int, int] | None = None

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from packnet_ros.losses import travelled_distance
+from packnet_ros.options import option
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,17 @@ class TripletRules:
     neighbouring frames (DEVELOPERS.md: on real footage, wider baselines let the photometric
     loss see depth, and slow driving keeps its triplets). min_distance: a context closer than
     this (metres) makes the triplet 'static'. max_frame_gap: seconds allowed between
-    consecutive frames. max_speed: faster (or non-finite) speeds are refused."""
+    consecutive frames. max_speed: faster (or non-finite) speeds are refused. max_speed_delay:
+    how long a live stream waits for lagging odometry (offline, every sample is there)."""
 
-    stride: int = 5
-    context_distance: float = 0.5
-    min_distance: float = 0.1
-    max_frame_gap: float = 0.5
-    max_speed: float = 70.0
+    stride: int = option(5, 'frames between target and context frames (by distance: at most)', low=1, high=100)
+    context_distance: float = option(0.5, 'metres; > 0: the nearest context frames at least this far (within '
+                                          'stride frames); 0: stride frames away', low=0.0)
+    min_distance: float = option(0.1, 'metres; closer context frames make a triplet static (skipped)', low=0.0)
+    max_frame_gap: float = option(0.5, 'seconds; a larger gap between frames breaks a triplet', low=0.0)
+    max_speed: float = option(70.0, 'm/s; faster (or non-finite) speeds are refused as invalid', low=0.0)
+    max_speed_delay: float = option(0.5, 'seconds (stream time) a live triplet waits for odometry covering it',
+                                    low=0.0)
 
     def __post_init__(self) -> None:
         if self.stride < 1:
@@ -178,12 +183,10 @@ class TripletAccumulator:
     window kept; time going backwards (a looping bag) starts the window afresh.
     """
 
-    def __init__(self, height: int, width: int, rules: TripletRules | None = None, max_speed_delay: float = 0.5,
-                 speed: SpeedTrack | None = None):
+    def __init__(self, height: int, width: int, rules: TripletRules | None = None, speed: SpeedTrack | None = None):
         self.rules = rules = rules or TripletRules()
         self.size = (height, width)
         self.speed = speed or SpeedTrack(max_speed=rules.max_speed)
-        self.max_speed_delay = max_speed_delay
         self.frames: deque[tuple[float, np.ndarray]] = deque(maxlen=2 * rules.stride + 1)
         self.clock = StreamClock()
         # Candidate windows (target in the middle) waiting for odometry; bounded so memory is too.
@@ -229,7 +232,7 @@ class TripletAccumulator:
             offsets, distances, reason = choose_context(
                 lambda offset: self.speed.distance(target[0], window[middle + offset][0]), self.rules)
             if reason == 'pending':
-                if now is None or now - window[-1][0] <= self.max_speed_delay:
+                if now is None or now - window[-1][0] <= self.rules.max_speed_delay:
                     break  # odometry may still come: keep order, wait
                 reason = 'stale_speed' if self.speed.samples else 'no_speed'
             self.pending.popleft()

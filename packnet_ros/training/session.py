@@ -21,7 +21,8 @@ import torch
 
 from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from packnet_ros.inference import resolve_device
-from packnet_ros.networks import PoseNet, build_depth_net
+from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
+from packnet_ros.options import option
 from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
@@ -47,32 +48,40 @@ class SessionConfig(TrainerConfig):
     checkpoint_dir: str | Path
     # The recipe the learning curves chose (DEVELOPERS.md), as the training node's defaults;
     # TrainerConfig's own stay the paper's, which the named recipes build on.
-    learning_rate: float = 0.0  # 0: SCRATCH_LR from random weights, FINE_TUNE_LR from init_checkpoint
-    warmup_steps: int = 0
-    velocity_loss_weight: float = 1.0
-    depth_scale_lr: float = 0.05
-    translation_scale_lr: float = 0.05
-    height: int = 96
-    width: int = 320
-    init_checkpoint: str = ''
-    arch: str = 'PackNetSlim01'
-    model_width: float = 0.25
-    seed: int = 0
-    device: str = 'cpu'
-    initial_depth: float = 0.0
-    motion_prior: float = 0.5
-    batch_size: int = 4
-    buffer_triplets: int = 500
-    buffer_mb: float = 256.0
-    min_triplets: int = 8
-    holdout_every: int = 10
-    holdout_size: int = 8
-    save_every_steps: int = 200
-    save_every_seconds: float = 300.0
-    keep_last: int = 3
-    validate_before_announce: bool = True
-    divergence_factor: float = 3.0
-    max_steps: int = 0
+    learning_rate: float = option(0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
+                                       'init_checkpoint (what the learning curves chose)', low=0.0, high=1.0)
+    warmup_steps: int = option(0, 'steps over which the learning rates ramp up from zero (0 = none)', low=0)
+    velocity_loss_weight: float = option(1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale', low=0.0)
+    depth_scale_lr: float = option(0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in '
+                                         'tens of steps', low=0.0, high=1.0)
+    translation_scale_lr: float = option(0.05, 'learning rate of one global PoseNet translation scale (log); '
+                                               '0 = none', low=0.0, high=1.0)
+    height: int = option(96, 'network input height (multiple of 32)', low=32, high=4096)
+    width: int = option(320, 'network input width (multiple of 32)', low=32, high=4096)
+    init_checkpoint: str = option('', 'official .ckpt or packnet_ros checkpoint to start from; empty = from scratch')
+    arch: str = option('PackNetSlim01', 'architecture when starting from scratch', choices=tuple(DEPTH_NETWORKS))
+    model_width: float = option(0.25, 'channel width factor when starting from scratch', low=0.01, high=4.0)
+    seed: int = option(0, 'seed for initialising networks trained from scratch (reproducible runs)', low=0)
+    device: str = option('auto', 'auto, cpu, cuda or cuda:N')
+    initial_depth: float = option(0.0, 'metres a network trained from scratch predicts at first (0 = the heads\' '
+                                       'default)', low=0.0)
+    motion_prior: float = option(0.5, 'metres per frame a fresh PoseNet predicts along the optical axis (0 = none); '
+                                      'for a camera facing the direction of travel', low=0.0, high=100.0)
+    batch_size: int = option(4, 'triplets per step', low=1, high=1024)
+    buffer_triplets: int = option(500, 'replay buffer size in triplets', low=1)
+    buffer_mb: float = option(256.0, 'replay buffer size in MiB', low=1.0)
+    min_triplets: int = option(8, 'triplets in the buffer before training starts', low=1)
+    holdout_every: int = option(10, 'every Nth triplet goes to the held-out set instead of the buffer (0 = none)',
+                                low=0)
+    holdout_size: int = option(8, 'held-out triplets kept (most recent)', low=0)
+    save_every_steps: int = option(200, 'checkpoint period in steps', low=1)
+    save_every_seconds: float = option(300.0, 'checkpoint period in seconds (whichever comes first)', low=0.0)
+    keep_last: int = option(3, 'checkpoints kept in checkpoint_dir', low=1)
+    validate_before_announce: bool = option(True, 'announce only if held-out loss is no worse than the last '
+                                                  'announced')
+    divergence_factor: float = option(3.0, 'roll back when the running loss exceeds this multiple of the last '
+                                           'saved one', low=1.0)
+    max_steps: int = option(0, 'stop training after this many steps (0 = never)', low=0)
 
     @classmethod
     def from_mapping(cls, values: dict) -> 'SessionConfig':

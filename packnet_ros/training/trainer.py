@@ -15,6 +15,7 @@ from packnet_ros.geometry import inv2depth, pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.metrics import hole_fraction
 from packnet_ros.networks import PackNet, PoseNet
+from packnet_ros.options import option
 from packnet_ros.training import distributed
 from packnet_ros.training.accumulator import Triplet
 
@@ -106,14 +107,18 @@ class TrainerConfig:
     ~1 cm: the original scales its output by 0.01), folded into its output layer.
     """
 
-    learning_rate: float = 2e-4
-    warmup_steps: int = 100
-    velocity_loss_weight: float = 0.1
-    velocity_warmup_steps: int = 0
-    scale_from_speed: str = 'loss'
-    depth_scale_lr: float = 0.0
-    translation_scale_lr: float = 0.0
-    grad_clip: float = 0.0
+    learning_rate: float = option(2e-4, 'Adam learning rate of the networks', low=0.0, high=1.0)
+    warmup_steps: int = option(100, 'steps over which the learning rates ramp up from zero (0 = none)', low=0)
+    velocity_loss_weight: float = option(0.1, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale', low=0.0)
+    velocity_warmup_steps: int = option(0, 'steps over which the velocity loss weight ramps up from zero (0 = none)',
+                                        low=0)
+    scale_from_speed: str = option('loss', '"loss" (the velocity loss) or "direct" (translations take the measured '
+                                           'length)', choices=SCALE_FROM_SPEED)
+    depth_scale_lr: float = option(0.0, 'learning rate of one global depth scale (log); 0 = none. Metric scale in '
+                                        'tens of steps', low=0.0, high=1.0)
+    translation_scale_lr: float = option(0.0, 'learning rate of one global PoseNet translation scale (log); 0 = none',
+                                         low=0.0, high=1.0)
+    grad_clip: float = option(0.0, 'clip the networks\' gradient norm to this (0 = no clipping)', low=0.0)
 
     def __post_init__(self) -> None:
         if self.scale_from_speed not in SCALE_FROM_SPEED:

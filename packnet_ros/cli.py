@@ -306,9 +306,14 @@ def run_export(args: argparse.Namespace) -> int:
             except BagError as exc:
                 raise in_bags(exc, [source]) from exc
         frames = spread_frames(datasets, args.calibration_frames)
+    options = dict(opset=args.opset, dynamic_batch=args.dynamic_batch, pose=args.pose)
     with writing(args.onnx):
-        result = export_checkpoint(args.checkpoint, args.onnx, args.height, args.width, opset=args.opset,
-                                   dynamic_batch=args.dynamic_batch, pose=args.pose, calibration=frames)
+        if frames:
+            from packnet_ros.quantization import export_int8
+
+            result = export_int8(args.checkpoint, args.onnx, frames, args.height, args.width, **options)
+        else:
+            result = export_checkpoint(args.checkpoint, args.onnx, args.height, args.width, **options)
     print(f'wrote {result.depth}: ONNX Runtime vs torch max |inverse depth difference| {result.depth_difference:.2e}'
           + (f' (float); int8 vs float median relative depth difference {100 * result.int8_depth_difference:.2f} % '
              f'on {len(frames)} calibration frames' if frames else ''))

@@ -24,7 +24,7 @@ import stat
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,25 +217,17 @@ def export_pose(pose_net: PoseNet, path: str | os.PathLike, height: int, width: 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, height: int | None = None,
                       width: int | None = None, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
-                      pose: bool = False, calibration: Sequence[np.ndarray] = ()) -> ExportResult:
+                      pose: bool = False) -> ExportResult:
     """A checkpoint (official or ours) -> OUT.onnx (+ OUT_pose.onnx), at the checkpoint's
-    training size unless given. With `calibration` frames (RGB uint8), OUT.onnx is the int8
-    model (packnet_ros.quantization) of the checked float export."""
+    training size unless given (int8: quantization.export_int8)."""
     ckpt = load_checkpoint(checkpoint)
     depth_net, pose_net = ckpt.networks()
     trained = ckpt.input_size or (192, 640)
     height, width = height or trained[0], width or trained[1]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        fp32 = Path(tmp) / out.name if calibration else out
-        result = ExportResult(out, export_depth(depth_net, fp32, height, width, opset=opset,
-                                                dynamic_batch=dynamic_batch, source=ckpt.name,
-                                                source_sha256=file_sha256(checkpoint), step=ckpt.step))
-        if calibration:
-            from packnet_ros.quantization import quantize_depth
-
-            result.int8_depth_difference = quantize_depth(fp32, out, calibration).depth_difference
+    result = ExportResult(out, export_depth(depth_net, out, height, width, opset=opset, dynamic_batch=dynamic_batch,
+                                            source=ckpt.name, source_sha256=file_sha256(checkpoint), step=ckpt.step))
     if pose:
         if pose_net is None:
             raise ExportError(f'{checkpoint} holds no PoseNet (stripped without --keep-pose?)')

@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from packnet_ros.backends import OnnxRuntimeBackend
-from packnet_ros.export import ExportError, OnnxInfo, add_metadata
+from packnet_ros.export import ExportError, ExportResult, OnnxInfo, add_metadata, export_checkpoint
 from packnet_ros.image import to_tensor
 
 TOLERANCE = 0.03  # median relative depth difference int8 vs fp32 on the calibration frames
@@ -144,6 +145,21 @@ MIN_CONTRAST = 8.0
 def featureless(rgb: np.ndarray) -> bool:
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return float(grey.std()) < MIN_CONTRAST
+
+
+def export_int8(checkpoint: str | os.PathLike, out: str | os.PathLike, frames: Sequence[np.ndarray],
+                height: int | None = None, width: int | None = None, **options) -> ExportResult:
+    """export_checkpoint's checked float model, quantized on `frames` (RGB uint8) into OUT.onnx;
+    the float model is not kept. `options` go to export_checkpoint (opset, dynamic_batch, pose)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        result = export_checkpoint(checkpoint, Path(tmp) / out.name, height, width, **options)
+        result.int8_depth_difference = quantize_depth(result.depth, out, frames).depth_difference
+        if result.pose is not None:
+            result.pose = Path(shutil.move(result.pose, out.with_name(result.pose.name)))
+    result.depth = out
+    return result
 
 
 class CalibrationFrames:

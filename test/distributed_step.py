@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import torch
 
+from packnet_ros.data.stream import Triplet
 from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training import distributed
-from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.trainer import Trainer, TrainerConfig, forward_motion
 
 BATCH = 4

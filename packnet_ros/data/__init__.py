@@ -1,1 +1,1 @@
-"""Data sources: KITTI raw drives (and, later, synthetic drives and bags)."""
+"""Data: KITTI raw drives, synthetic drives, bags, image decoding, and the stream -> triplet rules."""

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 from packnet_ros.data.decode import ConversionError, calibration_of, to_rgb
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, read_split
+from packnet_ros.data.stream import SpeedTrack, Triplet, TripletAccumulator, TripletRules, choose_context
 from packnet_ros.geometry import RectifierCache, scale_intrinsics
 from packnet_ros.image import read_rgb
-from packnet_ros.training.accumulator import SpeedTrack, Triplet, TripletAccumulator, TripletRules, choose_context
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Self-supervised training: triplets from a stream, replay buffer, trainer, session policy."""
-from packnet_ros.training.accumulator import NEIGHBOURS, SpeedTrack, Triplet, TripletAccumulator, TripletRules
+"""Self-supervised training: replay buffer, trainer, session policy (triplets come from data.stream)."""
+from packnet_ros.data.stream import NEIGHBOURS, SpeedTrack, Triplet, TripletAccumulator, TripletRules
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession, Validation

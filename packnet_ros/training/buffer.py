@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from packnet_ros.training.accumulator import Triplet
+from packnet_ros.data.stream import Triplet
 
 
 class ReplayBuffer:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
 
+from packnet_ros.data.stream import TripletRules
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, open_source
 from packnet_ros.image import colorize_depth
 from packnet_ros.metrics import METRIC_NAMES, image_metrics, mean_metrics
 from packnet_ros.training import distributed
-from packnet_ros.training.accumulator import TripletRules
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession
 
 Report = Callable[[StepResult, int, int], None]

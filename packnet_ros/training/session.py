@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from packnet_ros.data.stream import Triplet
 from packnet_ros.inference import resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
 from packnet_ros.options import option
 from packnet_ros.training import distributed
-from packnet_ros.training.accumulator import Triplet
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
 from packnet_ros.training.trainer import HeldOutScore, StepInterrupted, Trainer, TrainerConfig, forward_motion

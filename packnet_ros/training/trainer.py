@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from packnet_ros.data.stream import Triplet
 from packnet_ros.geometry import inv2depth, pose_vec_to_mat
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.metrics import hole_fraction
 from packnet_ros.networks import PackNet, PoseNet
 from packnet_ros.options import option
 from packnet_ros.training import distributed
-from packnet_ros.training.accumulator import Triplet
 
 SCALE_FROM_SPEED = ('loss', 'direct')
 

@@ -165,13 +165,13 @@ def bench_backends(device: torch.device, repeat: int, tmp: Path, trained: dict[s
                     metrics = mean_metrics([image_metrics(gt, d, min_depth=1e-3, max_depth=80.0)
                                             for (_, gt), d in zip(frames, depth)])
                     if reference is None:
-                        reference = depth, metrics['metric']['abs_rel'], metrics['median_scaled']['abs_rel']
+                        reference = depth, metrics.metric.abs_rel, metrics.median_scaled.abs_rel
                     ref_depth, ref_abs_rel, ref_scaled = reference
                     row['median_rel_depth_diff'] = float(np.median(np.concatenate(
                         [np.abs(d - r).ravel() / r.ravel() for d, r in zip(depth, ref_depth)])))
-                    row['abs_rel'] = metrics['metric']['abs_rel']
+                    row['abs_rel'] = metrics.metric.abs_rel
                     row['abs_rel_change_pct'] = 100 * (row['abs_rel'] - ref_abs_rel) / ref_abs_rel
-                    row['abs_rel_median_scaled'] = metrics['median_scaled']['abs_rel']
+                    row['abs_rel_median_scaled'] = metrics.median_scaled.abs_rel
                     row['abs_rel_median_scaled_change_pct'] = 100 * (row['abs_rel_median_scaled'] / ref_scaled - 1)
                 rows.append(row)
                 ratio = f'{row["ratio_to_original"]:.2f}x original' if original_ms else ''

@@ -40,7 +40,7 @@ from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
 from packnet_ros.inference import resolve_device
 from packnet_ros.losses import travelled_distance
-from packnet_ros.metrics import image_metrics
+from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training import Trainer, Triplet, TripletAccumulator, TripletRules
 from packnet_ros.training.recipes import RECIPES, Recipe
@@ -121,11 +121,10 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
         depth = (trainer.depth_scale() / net(x))[0, 0].float().cpu().numpy()  # not yet folded: applied here
         results.append(image_metrics(gt, depth, min_depth=1e-3, max_depth=80.0, crop=data.crop))
     results = [r for r in results if r is not None]
-    return {'abs_rel': float(np.mean([r['metric']['abs_rel'] for r in results])),
-            'abs_rel_median_scaled': float(np.mean([r['median_scaled']['abs_rel'] for r in results])),
-            'a1': float(np.mean([r['metric']['a1'] for r in results])),
-            'scale_ratio': float(np.median([r['scale_ratio'] for r in results])),
-            'frame_scale_ratios': [round(float(r['scale_ratio']), 4) for r in results]}
+    # The median scale ratio over frames (not mean_metrics' mean): one outlier frame of a short
+    # sequence does not move it.
+    return {**mean_metrics(results).summary(), 'scale_ratio': float(np.median([r.scale_ratio for r in results])),
+            'frame_scale_ratios': [round(float(r.scale_ratio), 4) for r in results]}
 
 
 def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, device: torch.device,

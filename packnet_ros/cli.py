@@ -276,7 +276,7 @@ def run_eval(args: argparse.Namespace) -> int:
         result = evaluate(config, bar.update)
     print(format_table(result))
     reported = 'median_scaled' if args.median_scaling else 'metric'
-    print(f'reported ({reported.replace("_", "-")}): abs_rel {getattr(result, reported)["abs_rel"]:.3f}')
+    print(f'reported ({reported.replace("_", "-")}): abs_rel {getattr(result, reported).abs_rel:.3f}')
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_output(Path(args.json), json.dumps({**result.to_json(), 'reported': reported}, indent=2).encode())

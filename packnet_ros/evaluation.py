@@ -19,7 +19,7 @@ from packnet_ros.data.kitti import KittiDrive, KittiError
 from packnet_ros.data.split import Sample
 from packnet_ros.image import read_rgb, to_tensor
 from packnet_ros.inference import DepthEstimator
-from packnet_ros.metrics import METRIC_NAMES, image_metrics, mean_metrics
+from packnet_ros.metrics import METRIC_NAMES, DepthMetrics, Errors, image_metrics, mean_metrics
 
 
 def drive_samples(drive_dir: str | Path, camera: int = 2) -> list[Sample]:
@@ -77,8 +77,8 @@ class EvalResult:
     input_size: tuple[int, int]
     images: int  # with valid ground truth
     without_ground_truth: int
-    metric: dict[str, float]
-    median_scaled: dict[str, float]
+    metric: Errors
+    median_scaled: Errors
     scale_ratio: float
     settings: dict = field(default_factory=dict)
 
@@ -92,7 +92,7 @@ def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) 
                                                backend=config.backend, precision=config.precision)
     loader = DataLoader(EvalFrames(config.samples, estimator.height, estimator.width),
                         batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
-    per_image: list[dict | None] = [None] * len(config.samples)
+    per_image: list[DepthMetrics | None] = [None] * len(config.samples)
     for batch, gts, indices in loader:
         depth = estimator.infer_tensor(batch)[:, 0].cpu().numpy()
         for pred, gt, index in zip(depth, gts, indices):
@@ -107,15 +107,15 @@ def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) 
     mean = mean_metrics(per_image)
     settings = {k: getattr(config, k) for k in ('precision', 'min_depth', 'max_depth', 'crop')}
     settings['backend'] = estimator.backend
-    return EvalResult(config.checkpoint, (estimator.height, estimator.width), mean['images'], missing,
-                      mean['metric'], mean['median_scaled'], mean['scale_ratio'], settings)
+    return EvalResult(config.checkpoint, (estimator.height, estimator.width), mean.images, missing,
+                      mean.metric, mean.median_scaled, mean.scale_ratio, settings)
 
 
 def format_table(result: EvalResult) -> str:
     """The paper's table: one row without and one with per-image median scaling."""
     header = '| ' + ' | '.join(['', *METRIC_NAMES]) + ' |'
     rule = '|' + '---|' * (len(METRIC_NAMES) + 1)
-    rows = [f'| {name} | ' + ' | '.join(f'{values[k]:.3f}' for k in METRIC_NAMES) + ' |'
+    rows = [f'| {name} | ' + ' | '.join(f'{getattr(values, k):.3f}' for k in METRIC_NAMES) + ' |'
             for name, values in (('metric', result.metric), ('median-scaled', result.median_scaled))]
     notes = (f'{result.images} images ({result.without_ground_truth} without ground truth skipped), '
              f'input {result.input_size[1]}x{result.input_size[0]}, gt/pred scale ratio {result.scale_ratio:.3f}')

@@ -1,6 +1,8 @@
 """Eigen/KITTI depth metrics, metric and median-scaled, plus the gt/pred scale ratio."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,27 +27,65 @@ def resize_depth(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(shape), mode='bilinear', align_corners=True)[0, 0].numpy()
 
 
-def _errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    thresh = np.maximum(gt / pred, pred / gt)
-    diff = gt - pred
-    return {
-        'abs_rel': float(np.mean(np.abs(diff) / gt)),
-        'sq_rel': float(np.mean(diff ** 2 / gt)),
-        'rmse': float(np.sqrt(np.mean(diff ** 2))),
-        'rmse_log': float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
-        'a1': float(np.mean(thresh < 1.25)),
-        'a2': float(np.mean(thresh < 1.25 ** 2)),
-        'a3': float(np.mean(thresh < 1.25 ** 3)),
-    }
+@dataclass(frozen=True)
+class Errors:
+    """The Eigen/KITTI errors of depth against ground truth (METRIC_NAMES)."""
+
+    abs_rel: float
+    sq_rel: float
+    rmse: float
+    rmse_log: float
+    a1: float
+    a2: float
+    a3: float
+
+    @classmethod
+    def of(cls, gt: np.ndarray, pred: np.ndarray) -> 'Errors':
+        thresh = np.maximum(gt / pred, pred / gt)
+        diff = gt - pred
+        return cls(abs_rel=float(np.mean(np.abs(diff) / gt)), sq_rel=float(np.mean(diff ** 2 / gt)),
+                   rmse=float(np.sqrt(np.mean(diff ** 2))),
+                   rmse_log=float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+                   a1=float(np.mean(thresh < 1.25)), a2=float(np.mean(thresh < 1.25 ** 2)),
+                   a3=float(np.mean(thresh < 1.25 ** 3)))
+
+    @classmethod
+    def mean(cls, many: list['Errors']) -> 'Errors':
+        return cls(**{k: float(np.mean([getattr(e, k) for e in many])) for k in METRIC_NAMES})
+
+
+@dataclass(frozen=True)
+class DepthMetrics:
+    """Depth judged against ground truth, as a metric depth and up to scale: the errors of the
+    prediction as it is and median-scaled (times median(gt)/median(pred) per image), and that
+    scale ratio. One image's (images 1), or the mean over `images` images."""
+
+    metric: Errors
+    median_scaled: Errors
+    scale_ratio: float
+    images: int = 1
+    valid_pixels: int = 0
+
+    def summary(self) -> dict[str, float]:
+        """The headline numbers: metric and median-scaled abs_rel, metric a1, the scale ratio."""
+        return {'abs_rel': self.metric.abs_rel, 'abs_rel_median_scaled': self.median_scaled.abs_rel,
+                'a1': self.metric.a1, 'scale_ratio': self.scale_ratio}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> 'DepthMetrics':
+        """Back from to_dict() (e.g. read from an evaluation JSON file)."""
+        return cls(metric=Errors(**values['metric']), median_scaled=Errors(**values['median_scaled']),
+                   scale_ratio=values['scale_ratio'], images=values.get('images', 1),
+                   valid_pixels=values.get('valid_pixels', 0))
 
 
 def image_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0,
-                  crop: str | None = 'garg') -> dict | None:
-    """Metrics of one depth map pair [H,W] (metres; gt 0 or NaN = no return).
-
-    Returns {'metric': {...}, 'median_scaled': {...}, 'scale_ratio': median(gt)/median(pred),
-    'valid_pixels': n}, or None when no ground-truth pixel is valid.
-    """
+                  crop: str | None = 'garg') -> DepthMetrics | None:
+    """Metrics of one depth map pair [H,W] (metres; gt 0 or NaN = no return), or None when no
+    ground-truth pixel is valid."""
     gt = np.asarray(gt, dtype=np.float64)
     pred = resize_depth(np.asarray(pred), gt.shape).astype(np.float64)
     valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth) & np.isfinite(pred) & (pred > 0)
@@ -57,28 +97,23 @@ def image_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3, max
         return None
     gt, pred = gt[valid], pred[valid]
     ratio = float(np.median(gt) / np.median(pred))
-    return {
-        'metric': _errors(gt, np.clip(pred, min_depth, max_depth)),
-        'median_scaled': _errors(gt, np.clip(pred * ratio, min_depth, max_depth)),
-        'scale_ratio': ratio,
-        'valid_pixels': int(valid.sum()),
-    }
+    return DepthMetrics(metric=Errors.of(gt, np.clip(pred, min_depth, max_depth)),
+                        median_scaled=Errors.of(gt, np.clip(pred * ratio, min_depth, max_depth)),
+                        scale_ratio=ratio, valid_pixels=int(valid.sum()))
 
 
-def mean_metrics(per_image: list[dict | None]) -> dict:
+def mean_metrics(per_image: list[DepthMetrics | None]) -> DepthMetrics:
     """Average of image_metrics results over the images that had valid ground truth."""
     results = [r for r in per_image if r is not None]
     if not results:
         raise ValueError('no image had valid ground-truth depth')
-    return {
-        'metric': {k: float(np.mean([r['metric'][k] for r in results])) for k in METRIC_NAMES},
-        'median_scaled': {k: float(np.mean([r['median_scaled'][k] for r in results])) for k in METRIC_NAMES},
-        'scale_ratio': float(np.mean([r['scale_ratio'] for r in results])),
-        'images': len(results),
-    }
+    return DepthMetrics(metric=Errors.mean([r.metric for r in results]),
+                        median_scaled=Errors.mean([r.median_scaled for r in results]),
+                        scale_ratio=float(np.mean([r.scale_ratio for r in results])),
+                        images=sum(r.images for r in results), valid_pixels=sum(r.valid_pixels for r in results))
 
 
-def depth_metrics(gt: np.ndarray, pred: np.ndarray, **kwargs) -> dict:
+def depth_metrics(gt: np.ndarray, pred: np.ndarray, **kwargs) -> DepthMetrics:
     """Metrics over a batch [N,H,W] (or one [H,W]) of ground-truth and predicted depth."""
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.ndim == 2:

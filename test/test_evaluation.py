@@ -66,9 +66,9 @@ def test_eval_equals_metrics_module_on_the_same_pairs(checkpoint, tmp_path, caps
     assert result['input_size'] == [96, 320] and result['reported'] == 'metric'
     for row in ('metric', 'median_scaled'):
         for key in ('abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'a1', 'a2', 'a3'):
-            expected = np.mean([r[row][key] for r in per_image])
+            expected = np.mean([getattr(getattr(r, row), key) for r in per_image])
             assert result[row][key] == pytest.approx(expected, rel=1e-4, abs=1e-6), (row, key)
-    assert result['scale_ratio'] == pytest.approx(np.mean([r['scale_ratio'] for r in per_image]), rel=1e-4)
+    assert result['scale_ratio'] == pytest.approx(np.mean([r.scale_ratio for r in per_image]), rel=1e-4)
 
 
 def test_eval_of_a_drive_folder_without_split(checkpoint, tmp_path):

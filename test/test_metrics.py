@@ -1,4 +1,6 @@
 """Depth metrics on hand-computed numbers and on KITTI_tiny ground truth."""
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -13,24 +15,24 @@ def test_hand_computed_metrics_without_crop():
     gt = np.array([[2.0, 4.0], [8.0, 0.0]])      # 0 = no return, ignored
     pred = np.array([[1.0, 4.0], [16.0, 3.0]])
     r = image_metrics(gt, pred, crop=None)
-    m = r['metric']
+    m = asdict(r.metric)
     assert m['abs_rel'] == pytest.approx((0.5 + 0 + 1.0) / 3)
     assert m['sq_rel'] == pytest.approx((1 / 2 + 0 + 64 / 8) / 3)
     assert m['rmse'] == pytest.approx(np.sqrt((1 + 0 + 64) / 3))
     assert m['rmse_log'] == pytest.approx(np.sqrt((np.log(2) ** 2 * 2) / 3))
     assert (m['a1'], m['a2'], m['a3']) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
-    assert r['scale_ratio'] == pytest.approx(4.0 / 4.0)
-    assert r['valid_pixels'] == 3
+    assert r.scale_ratio == pytest.approx(4.0 / 4.0)
+    assert r.valid_pixels == 3
 
 
 def test_median_scaling_removes_global_scale():
     rng = np.random.default_rng(0)
     gt = rng.uniform(2, 70, size=(40, 60))
     r = image_metrics(gt, gt / 3.0, crop=None)
-    assert r['scale_ratio'] == pytest.approx(3.0)
-    assert r['median_scaled']['abs_rel'] == pytest.approx(0.0, abs=1e-12)
-    assert r['metric']['abs_rel'] == pytest.approx(2 / 3)
-    assert r['median_scaled']['a1'] == 1.0
+    assert r.scale_ratio == pytest.approx(3.0)
+    assert r.median_scaled.abs_rel == pytest.approx(0.0, abs=1e-12)
+    assert r.metric.abs_rel == pytest.approx(2 / 3)
+    assert r.median_scaled.a1 == 1.0
 
 
 def test_garg_crop_and_depth_range():
@@ -45,19 +47,19 @@ def test_garg_crop_and_depth_range():
 def test_prediction_is_resized_to_ground_truth():
     gt = np.full((20, 40), 10.0)
     r = image_metrics(gt, np.full((5, 10), 5.0), crop=None)
-    assert r['scale_ratio'] == pytest.approx(2.0)
+    assert r.scale_ratio == pytest.approx(2.0)
 
 
 def test_kitti_ground_truth_against_itself_and_scaled():
     drive = KittiDrive(require(KITTI_DRIVE))
     gts = np.stack([drive.projected_depth(f) for f in drive.frames])
     same = depth_metrics(gts, gts)
-    assert same['metric']['abs_rel'] == 0 and same['metric']['a1'] == 1 and same['images'] == len(drive.frames)
+    assert same.metric.abs_rel == 0 and same.metric.a1 == 1 and same.images == len(drive.frames)
     half = depth_metrics(gts, np.where(gts > 0, gts / 2, 1.0))
-    assert half['scale_ratio'] == pytest.approx(2.0)
-    assert half['metric']['abs_rel'] == pytest.approx(0.5)
-    assert half['median_scaled']['abs_rel'] == pytest.approx(0.0, abs=1e-6)
-    assert set(half['metric']) == set(METRIC_NAMES)
+    assert half.scale_ratio == pytest.approx(2.0)
+    assert half.metric.abs_rel == pytest.approx(0.5)
+    assert half.median_scaled.abs_rel == pytest.approx(0.0, abs=1e-6)
+    assert set(asdict(half.metric)) == set(METRIC_NAMES)
 
 
 def test_hole_fraction_counts_far_pixels_of_the_lower_half_only():

@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -103,9 +104,9 @@ def test_evaluator_matches_offline_metrics(tmp_path):
     offline = depth_metrics(np.stack([np.where(g > 0, g, np.nan) for g in gts]),
                             np.stack([np.asarray(p) for p in preds]))
     for part in ('metric', 'median_scaled'):
-        for name, value in offline[part].items():
+        for name, value in asdict(getattr(offline, part)).items():
             assert report['summary']['all'][part][name] == pytest.approx(value, rel=1e-9)
-    assert report['summary']['all']['scale_ratio'] == pytest.approx(offline['scale_ratio'], rel=1e-9)
+    assert report['summary']['all']['scale_ratio'] == pytest.approx(offline.scale_ratio, rel=1e-9)
 
 
 def test_paced_player_waits_for_each_result_and_for_the_named_nodes(bag, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 
 from packnet_ros.demo.recorder import RunRecord
 from packnet_ros.image import colorize_depth
+from packnet_ros.metrics import DepthMetrics
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -170,8 +171,8 @@ def markdown(report: dict) -> str:
 
 
 def summary_metrics(block: dict) -> dict:
-    return {'abs_rel': block['metric']['abs_rel'], 'abs_rel_median_scaled': block['median_scaled']['abs_rel'],
-            'a1': block['metric']['a1'], 'scale_ratio': block['scale_ratio']}
+    """The headline numbers of a metrics block read from the evaluator's JSON."""
+    return DepthMetrics.from_dict(block).summary()
 
 
 def write_report(out: Path, record: RunRecord, duration: float, setup: dict) -> dict:

@@ -17,7 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from packnet_ros.config import output_dir
-from packnet_ros.metrics import image_metrics, mean_metrics
+from packnet_ros.metrics import DepthMetrics, image_metrics, mean_metrics
 from packnet_ros.nodes.conversions import ConversionError, image_to_depth
 from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import INPUT_PARAMETERS, InputSubscription
@@ -42,7 +42,7 @@ class DepthEvaluator(Node):
         super().__init__('depth_evaluator')
         p = self.params = declare_parameters(self, PARAMETERS)
         self.pending = {'depth': OrderedDict(), 'depth_gt': OrderedDict()}
-        self.records: list[dict] = []
+        self.records: list[tuple[float, DepthMetrics]] = []  # (stamp, metrics)
         self.rejected = 0
         self.health = Health()
         # one logger per topic, so that the warnings about one throttle none about the other
@@ -81,16 +81,16 @@ class DepthEvaluator(Node):
         if result is None:
             return
         with self.lock:
-            self.records.append({'stamp': key[0] + key[1] * 1e-9, **result})
+            self.records.append((key[0] + key[1] * 1e-9, result))
 
     def summary(self) -> dict:
         with self.lock:
-            records = list(self.records)
+            records = [metrics for _, metrics in self.records]
         if not records:
             return {'frames': 0}
         n = self.params['window']
-        return {'frames': len(records), 'all': mean_metrics(records),
-                'first': mean_metrics(records[:n]), 'last': mean_metrics(records[-n:])}
+        return {'frames': len(records), **{part: mean_metrics(chosen).to_dict() for part, chosen in
+                                          (('all', records), ('first', records[:n]), ('last', records[-n:]))}}
 
     def publish_diagnostics(self) -> None:
         s = self.summary()
@@ -112,7 +112,7 @@ class DepthEvaluator(Node):
         path = output_dir() / Path(self.params['output_json']).expanduser()  # an absolute path stays as it is
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            records = list(self.records)
+            records = [{'stamp': stamp, **metrics.to_dict()} for stamp, metrics in self.records]
         tmp = path.with_suffix(path.suffix + '.tmp')
         tmp.write_text(json.dumps({'summary': self.summary(), 'frames': records}, indent=1))
         tmp.replace(path)

@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subs
 from packnet_ros.data.stream import TripletRules
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, open_source
 from packnet_ros.image import colorize_depth
-from packnet_ros.metrics import METRIC_NAMES, image_metrics, mean_metrics
+from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.training import distributed
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession
 
@@ -128,10 +128,10 @@ class TensorBoardLog:
                 self.writer.add_scalar(f'val/{key}', value, step)
         metrics, depth = held_out.metrics(session)
         if metrics:
-            for row in ('metric', 'median_scaled'):
-                for key in METRIC_NAMES:
-                    self.writer.add_scalar(f'val_{row}/{key}', metrics[row][key], step)
-            self.writer.add_scalar('val/scale_ratio', metrics['scale_ratio'], step)
+            for row, errors in (('metric', metrics.metric), ('median_scaled', metrics.median_scaled)):
+                for key, value in asdict(errors).items():
+                    self.writer.add_scalar(f'val_{row}/{key}', value, step)
+            self.writer.add_scalar('val/scale_ratio', metrics.scale_ratio, step)
         if depth is not None:
             self.writer.add_image('val/depth', colorize_depth(depth), step, dataformats='HWC')
         self.writer.flush()

@@ -30,13 +30,14 @@ import torch
 
 from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.export import export_depth
+from packnet_ros.devices import resolve_device
 from packnet_ros.image import read_rgb
-from packnet_ros.inference import DepthEstimator, resolve_device
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.networks import PackNet01, PackNetSlim01
 from packnet_ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
-from packnet_ros.quantization import quantize_depth
+from packnet_ros.serving.export import export_depth
+from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.quantization import quantize_depth
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -36,9 +36,9 @@ from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.data.triplets import DriveTriplets
+from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
-from packnet_ros.inference import resolve_device
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.networks import PoseNet, build_depth_net

@@ -78,7 +78,7 @@ def write_output(path: Path, data: bytes) -> None:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from packnet_ros.inference import DepthEstimator
+    from packnet_ros.serving.inference import DepthEstimator
 
     images = collect_inputs(Path(args.input), args.camera)
     estimator = DepthEstimator.from_checkpoint(args.checkpoint, args.height, args.width, args.device,
@@ -286,7 +286,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from packnet_ros.checkpoints import load_checkpoint
-    from packnet_ros.export import export_checkpoint
+    from packnet_ros.serving.export import export_checkpoint
 
     frames = []
     if args.int8:
@@ -309,7 +309,7 @@ def run_export(args: argparse.Namespace) -> int:
     options = dict(opset=args.opset, dynamic_batch=args.dynamic_batch, pose=args.pose)
     with writing(args.onnx):
         if frames:
-            from packnet_ros.quantization import export_int8
+            from packnet_ros.serving.quantization import export_int8
 
             result = export_int8(args.checkpoint, args.onnx, frames, args.height, args.width, **options)
         else:

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from packnet_ros.data.kitti import KittiDrive, KittiError
 from packnet_ros.data.split import Sample
 from packnet_ros.image import read_rgb, to_tensor
-from packnet_ros.inference import DepthEstimator
 from packnet_ros.metrics import METRIC_NAMES, DepthMetrics, Errors, image_metrics, mean_metrics
+from packnet_ros.serving.inference import DepthEstimator
 
 
 def drive_samples(drive_dir: str | Path, camera: int = 2) -> list[Sample]:

@@ -17,10 +17,10 @@ from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
-from packnet_ros.inference import DepthEstimator
 from packnet_ros.networks import PackNetSlim01
 from packnet_ros.node_process import ClientNode, start_node
 from packnet_ros.nodes.conversions import cloud_to_points, image_to_depth
+from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, REPO, require
 
@@ -208,7 +208,7 @@ def test_new_checkpoint_changes_output(session, kitti):
 
 
 def test_an_exported_onnx_model_is_served_like_a_checkpoint(session, kitti):
-    from packnet_ros.export import export_checkpoint
+    from packnet_ros.serving.export import export_checkpoint
 
     client, _, _, ckpt_b, tmp = session
     rgb = kitti[1][4]

@@ -10,9 +10,9 @@ from test_depth_node import FRAME_ID, DepthClient, diagnostic_value
 
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.image import read_rgb
-from packnet_ros.inference import DepthEstimator
 from packnet_ros.node_process import ClientNode, start_node
 from packnet_ros.nodes.conversions import image_to_depth
+from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, REPO, require
 

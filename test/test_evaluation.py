@@ -16,11 +16,11 @@ from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
-from packnet_ros.inference import DepthEstimator
 from packnet_ros.metrics import image_metrics
 from packnet_ros.networks import PackNetSlim01
 from packnet_ros.node_process import ClientNode, start_node
 from packnet_ros.nodes.conversions import depth_to_image
+from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliable_subscribers
 

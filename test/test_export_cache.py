@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from packnet_ros.checkpoints import save_checkpoint
-from packnet_ros.inference import DepthEstimator
 from packnet_ros.networks import PackNetSlim01
+from packnet_ros.serving.inference import DepthEstimator
 
 SIZE = (64, 192)
 RGB = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
@@ -89,7 +89,7 @@ def test_a_cached_export_with_nan_weights_is_exported_again(checkpoints, cache, 
     entry = served(shipped).run.path
     poison(entry)
     if resealed:  # a seal that matches the poisoned file: only the probe can tell
-        from packnet_ros.export import file_sha256, seal
+        from packnet_ros.serving.export import file_sha256, seal
 
         seal(entry, file_sha256(shipped))
     with caplog.at_level(logging.WARNING):

@@ -238,15 +238,8 @@ def test_a_flood_of_announcements_loads_the_newest_without_errors(nodes):
     (tmp / 'flood').mkdir()
     paths = [shutil.copy(good, tmp / 'flood' / f'flood_{i:02d}.ckpt') for i in range(20)]
     before = {k: watcher.count('/depth_node', k) for k in ('reloads', 'superseded_reloads', 'failed_reloads')}
-    for path in paths:
+    for path in paths:  # all at once: every one after the first arrives while another loads
         pub.publish(String(data=str(path)))
-        time.sleep(0.1)
-
-    def settled():
-        now = {k: watcher.count('/depth_node', k) - before[k] for k in before}
-        return now['reloads'] + now['superseded_reloads'] == len(paths) and now
-    counts = client.wait_for(settled, 4 * DEADLINE, 'every announcement loaded or superseded')
-    assert counts['failed_reloads'] == 0 and counts['superseded_reloads'] > 0, counts
     image_pub = client.node.create_publisher(Image, '/image', RELIABLE)
     wait_for_reliable_subscribers(client, ['/image'])
 
@@ -255,7 +248,11 @@ def test_a_flood_of_announcements_loads_the_newest_without_errors(nodes):
                                 encoding='rgb8', step=192 * 3, data=bytes(64 * 192 * 3)))
         time.sleep(0.2)
         return 'flood_19.ckpt' in watcher.values('/depth_node').get('model', '')
-    client.wait_for(served_newest, DEADLINE, 'the newest announcement served')
+    client.wait_for(served_newest, 4 * DEADLINE, 'the newest announcement served')
+    counts = {k: watcher.count('/depth_node', k) - before[k] for k in before}
+    # Loaded: the first and the newest, and few between; the others superseded (counted) or
+    # replaced in the subscription's queue of 10.
+    assert counts['failed_reloads'] == 0 and counts['reloads'] < len(paths) / 2, counts
     log = procs['depth'].log.read_text()
     assert 'Traceback' not in log and 'in_onnx_export' not in log and procs['depth'].alive()
 
@@ -279,7 +276,7 @@ def test_bad_onnx_files_set_as_the_checkpoint_are_refused_with_the_node_alive(no
     from onnx import numpy_helper
 
     from packnet_ros.checkpoints import load_networks
-    from packnet_ros.export import export_depth
+    from packnet_ros.serving.export import export_depth
 
     client, watcher, procs, tmp, good = nodes
     exported = tmp / 'good.onnx'
@@ -306,12 +303,12 @@ def test_bad_camera_info_is_refused_and_raises_the_level(nodes):
     client, watcher, procs, *_ = nodes
     pub = client.node.create_publisher(CameraInfo, '/camera_info', RELIABLE)
     wait_for_reliable_subscribers(client, ['/camera_info'])
-    rejected = watcher.count('/depth_node', 'camera_info_rejected')
-    pub.publish(camera_info(cx=math.nan))
-    pub.publish(camera_info(cx=1e300))  # finite, absurd: every point of the cloud was non-finite
-    pub.publish(camera_info(fx=1e-300))
-    client.wait_for(lambda: watcher.count('/depth_node', 'camera_info_rejected') >= rejected + 3, DEADLINE,
-                    'three refused camera_infos')
+    # One at a time: depth_node's queue of 2 may replace a third sent at once while it is busy.
+    for bad in (camera_info(cx=math.nan), camera_info(cx=1e300), camera_info(fx=1e-300)):  # 1e300: finite, absurd
+        rejected = watcher.count('/depth_node', 'camera_info_rejected')
+        pub.publish(bad)
+        client.wait_for(lambda: watcher.count('/depth_node', 'camera_info_rejected') > rejected, DEADLINE,
+                        f'camera_info with fx={bad.k[0]}, cx={bad.k[2]} refused')
     client.wait_for(lambda: watcher.latest['/depth_node'].level != DiagnosticStatus.OK, DEADLINE, 'a non-OK level')
     assert 'invalid focal lengths' in watcher.latest['/depth_node'].message  # the latest error, on /diagnostics
     assert 'non-finite cx=nan' in procs['depth'].log.read_text()  # the log is throttled: the first one

@@ -8,7 +8,7 @@ from packnet_ros.data.bag import write_kitti_bag
 from packnet_ros.data.split import SplitError
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets, split_triplets
-from packnet_ros.inference import DepthEstimator
+from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.training import NEIGHBOURS, TripletAccumulator, TripletRules
 
 from helpers import KITTI_DRIVE, kitti_triplets, require

@@ -30,13 +30,11 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
-from packnet_ros.backends import BACKENDS, onnxruntime_missing
 from packnet_ros.checkpoints import CheckpointError
-from packnet_ros.export import ExportError
+from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
 from packnet_ros.image import colorize_depth
-from packnet_ros.inference import DepthEstimator, resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
 from packnet_ros.nodes.conversions import (
     INVALID_DEPTH,
@@ -54,7 +52,10 @@ from packnet_ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
 from packnet_ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.nodes.runner import join_until, run
-from packnet_ros.quantization import MIN_FRAMES, CalibrationFrames
+from packnet_ros.serving.backends import BACKENDS, onnxruntime_missing
+from packnet_ros.serving.export import ExportError
+from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.quantization import MIN_FRAMES, CalibrationFrames
 
 WARN_PERIOD_S = 5.0
 

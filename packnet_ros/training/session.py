@@ -21,7 +21,7 @@ import torch
 
 from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from packnet_ros.data.stream import Triplet
-from packnet_ros.inference import resolve_device
+from packnet_ros.devices import resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
 from packnet_ros.options import option
 from packnet_ros.training import distributed

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.backends import OnnxRuntimeBackend
-from packnet_ros.export import ExportError, ExportResult, OnnxInfo, add_metadata, export_checkpoint
 from packnet_ros.image import to_tensor
+from packnet_ros.serving.backends import OnnxRuntimeBackend
+from packnet_ros.serving.export import ExportError, ExportResult, OnnxInfo, add_metadata, export_checkpoint
 
 TOLERANCE = 0.03  # median relative depth difference int8 vs fp32 on the calibration frames
 MIN_FRAMES = 4
@@ -88,7 +88,7 @@ def depth_difference(reference: Path, candidate: Path, batches: list[torch.Tenso
 
 def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames: Sequence[np.ndarray], *,
                    tolerance: float = TOLERANCE, threads: int = 0) -> QuantizeResult:
-    """fp32 .onnx (packnet_ros.export) + RGB uint8 frames [H,W,3] -> int8 .onnx, written atomically.
+    """fp32 .onnx (packnet_ros.serving.export) + RGB uint8 frames [H,W,3] -> int8 .onnx, written atomically.
 
     Frames are resized to the model's input size; use frames from the camera the model will
     serve (a few dozen spread over a drive; at least MIN_FRAMES). CheckpointError when

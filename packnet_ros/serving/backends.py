@@ -1,7 +1,7 @@
 """Inference backends: what turns an image batch into inverse depth.
 
 `torch` runs the network itself (fp32, or fp16/bf16 under autocast); `onnxruntime` runs an
-exported graph (packnet_ros.export, or its int8 form from packnet_ros.quantization) with the
+exported graph (packnet_ros.serving.export, or its int8 form from packnet_ros.serving.quantization) with the
 best execution provider the installed onnxruntime offers: TensorRT (engine cache beside the
 model) or CUDA on a GPU, else the CPU.
 Both take rgb [B,3,H,W] in [0,1] and return inverse depth [B,1,H,W] float32, so the depth

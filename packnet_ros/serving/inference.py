@@ -10,28 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
 from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint
-from packnet_ros.export import ExportError, OnnxInfo, cached, export_depth, file_sha256, onnx_cache_path
+from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
-from packnet_ros.quantization import TOLERANCE, calibration_digest, quantize_depth
+from packnet_ros.serving.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
+from packnet_ros.serving.export import ExportError, OnnxInfo, cached, export_depth, file_sha256, onnx_cache_path
+from packnet_ros.serving.quantization import TOLERANCE, calibration_digest, quantize_depth
 
 DEFAULT_SIZE = (192, 640)
 PROBE_SEED = 0  # of the probe image an exported model must give finite depth for
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks the first GPU when there is one; 'cuda' without a GPU is an error."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'device {name!r} requested but no CUDA GPU is available')
-    return device
 
 
 def file_version(path: str | os.PathLike) -> tuple[int, ...] | None:
@@ -108,7 +99,7 @@ class DepthEstimator:
         there while the entry's seal holds and it probes finite. Precision 'int8'
         quantizes that export on `calibration` (RGB uint8 frames of the served camera) and
         raises ExportError where int8 would change depth beyond `int8_tolerance` (default:
-        packnet_ros.quantization.TOLERANCE)."""
+        packnet_ros.serving.quantization.TOLERANCE)."""
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         if Path(path).suffix == '.onnx':
@@ -131,7 +122,7 @@ class DepthEstimator:
     def _from_export(cls, ckpt: Checkpoint, net: PackNet, digest: str, height: int, width: int, device: str,
                      calibration: Sequence[np.ndarray], int8_tolerance: float | None, **kwargs) -> 'DepthEstimator':
         """`net` (whose checkpoint hashes to `digest`) on onnxruntime from its cached export,
-        exported again where the cache holds none that is sound (packnet_ros.export.cached) and
+        exported again where the cache holds none that is sound (packnet_ros.serving.export.cached) and
         probes finite; on torch where no export can be written at all (int8 then raises ExportError)."""
         int8 = kwargs.get('precision') == 'int8'
         tolerance = TOLERANCE if int8_tolerance is None else int8_tolerance

@@ -63,7 +63,7 @@ class OnnxInfo:
     source: str
     step: int
     version: str
-    precision: str = 'fp32'  # 'int8' after packnet_ros.quantization
+    precision: str = 'fp32'  # 'int8' after packnet_ros.serving.quantization
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> 'OnnxInfo':

@@ -1,0 +1,1 @@
+"""Serving depth: inference backends (torch, onnxruntime), ONNX export and its cache, int8."""

@@ -265,9 +265,9 @@ def test_diagnostics_report_model_and_counts(session):
 def test_a_distorted_camera_is_rectified(session):
     """A camera with lens distortion (plumb_bob): depth and cloud are those of the undistorted
     rendering of the same view, and depth/camera_info describes the rectified camera."""
-    from packnet_ros.config import shipped_model
     from packnet_ros.data.synthetic import CameraRig, drive
     from packnet_ros.geometry import Calibration, distort_image
+    from packnet_ros.resources import shipped_model
 
     client = session[0]
     stamps = itertools.count(700)

@@ -1,4 +1,4 @@
-"""Where the package's configuration files are, in a source tree or an installed package."""
+"""The package's installed resources: config files, shipped models, the output folder, Fast DDS's profile."""
 from __future__ import annotations
 
 import os

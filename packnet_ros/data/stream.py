@@ -193,7 +193,6 @@ class TripletAccumulator:
         self.pending: deque[tuple[tuple[float, np.ndarray], ...]] = deque()
         self.max_pending = 8
         self.skipped: Counter[str] = Counter()
-        self.emitted = 0
 
     def add_speed(self, stamp: float, speed: float) -> list[Triplet]:
         reason = 'unstamped' if stamp == 0 else self.speed.add(stamp, speed)
@@ -239,7 +238,6 @@ class TripletAccumulator:
             if reason:
                 self.skipped[reason] += 1
             else:
-                self.emitted += 1
                 before, after = window[middle + offsets[0]], window[middle + offsets[1]]
                 out.append(Triplet(np.stack([before[1], target[1], after[1]]),
                                    np.array(distances, np.float32), target[0]))

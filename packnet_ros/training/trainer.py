@@ -189,7 +189,6 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups)
         self.replicated = distributed.replicate(self.networks, self.device)
         self.step_count = 0
-        self.skipped_nonfinite = 0
         self.commit_lock = threading.RLock()
         self.stopping = threading.Event()
 
@@ -265,7 +264,6 @@ class Trainer:
             out = distributed.mean_of(out)
         if not torch.isfinite(out['loss']):
             self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_nonfinite += 1
             return None
         if not distributed.active():
             out['loss'].backward()

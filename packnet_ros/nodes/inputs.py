@@ -71,6 +71,8 @@ class DeliveryMonitor:
     def received(self, sequence: int | None = None, source: tuple | None = None) -> None:
         """A message taken, with its publication sequence number and its publisher (None when
         the middleware gives no number or several publishers share the topic: no gap can be told)."""
+        if source is not None and self._source is not None and source != self._source:
+            self.recent = []  # another camera: its losses are its own
         self.recent = (self.recent + [False])[-LOSS_WINDOW:]
         if sequence is not None and source is not None and source == self._source and sequence > self._sequence + 1:
             self.missed += sequence - self._sequence - 1
@@ -138,6 +140,7 @@ class InputSubscription:
         return self.subscription.qos_profile.reliability.name.lower()
 
     def _subscribe(self, reliability: ReliabilityPolicy):
+        self.delivery.recent = []  # the loss share of this subscription's messages
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=reliability)
         overrides = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH))
         events = SubscriptionEventCallbacks(message_lost=self._on_lost)

@@ -19,6 +19,7 @@ once, so a checkpoint rewritten in place while it loads cannot pull pages from u
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import math
 import os
@@ -134,61 +135,56 @@ def _check_archive(data: io.BytesIO, path: Path) -> None:
         raise CheckpointError(f'checkpoint {path} is corrupt: record {bad!r} fails its CRC check')
 
 
-def _read_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> bytes:
-    """The whole file, refused before reading when it is not a regular file or is too large."""
-    _check_file(path, what, limit)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
-
-
-def _check_file(path: Path, what: str = 'checkpoint', limit: int = MAX_FILE_BYTES) -> None:
-    """CheckpointError unless `path` is a regular file of at most `limit` bytes."""
+def _check_file(path: Path) -> None:
+    """CheckpointError unless `path` is a regular file of at most MAX_FILE_BYTES."""
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(f'{what} {path} does not exist') from None
+        raise CheckpointError(f'checkpoint {path} does not exist') from None
     except OSError as exc:
-        raise CheckpointError(f'{what} {path} is unreadable: {exc}') from exc
+        raise CheckpointError(f'checkpoint {path} is unreadable: {exc}') from exc
     if not path.is_file():
-        raise CheckpointError(f'{what} {path} is not a regular file')
-    if info.st_size > limit:
-        raise CheckpointError(f'{what} {path} is {info.st_size / 2 ** 30:.1f} GiB, more than the '
-                              f'{limit / 2 ** 30:.1f} GiB a {what} may be')
+        raise CheckpointError(f'checkpoint {path} is not a regular file')
+    if info.st_size > MAX_FILE_BYTES:
+        raise CheckpointError(f'checkpoint {path} is {info.st_size / 2 ** 30:.1f} GiB, more than the '
+                              f'{MAX_FILE_BYTES / 2 ** 30:.1f} GiB a checkpoint may be')
 
 
-def _is_zip(source: Path | io.BytesIO, path: Path) -> bool:
+def _is_zip(file, path: Path) -> bool:
     try:
-        return zipfile.is_zipfile(source)
+        return zipfile.is_zipfile(file)
     except Exception as exc:  # a damaged end record can raise BadZipFile (e.g. "span multiple disks")
         raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
-    """torch.load without running pickled code, after checking the archive's integrity. What
-    is neither a zip archive (torch's format) nor a pickle stream (its legacy one) is refused
-    from its ends alone, before it is read."""
+def _torch_load(path: Path, map_location: Any) -> tuple[Any, str]:
+    """torch.load without running pickled code, after checking the archive's integrity, and the
+    sha256 of the bytes loaded. What is neither a zip archive (torch's format) nor a pickle
+    stream (its legacy one) is refused from its ends alone, before it is read."""
     _check_file(path)
     try:
         with open(path, 'rb') as f:
-            legacy = f.read(1) == b'\x80'  # pickle's PROTO opcode
+            legacy = f.read(1) == b'\x80'  # pickle's PROTO opcode: torch's legacy format
+            is_zip = not legacy and _is_zip(f, path)
+            if not (legacy or is_zip):
+                raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): neither a zip '
+                                      'archive nor a pickle stream')
+            f.seek(0)
+            data = io.BytesIO(f.read())
     except OSError as exc:
         raise CheckpointError(f'checkpoint {path} is unreadable: {exc}') from exc
-    if not (legacy or _is_zip(path, path)):
-        raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): neither a zip archive '
-                              'nor a pickle stream')
-    data = io.BytesIO(_read_file(path))
-    if _is_zip(data, path):
+    if is_zip:
         _check_archive(data, path)
+    digest = hashlib.sha256(data.getbuffer()).hexdigest()
     try:
         try:
             data.seek(0)
-            return torch.load(data, map_location=map_location, weights_only=True)
+            return torch.load(data, map_location=map_location, weights_only=True), digest
         except pickle.UnpicklingError:
             # Official files hold a pickled config object: load them with placeholders.
             data.seek(0)
-            return torch.load(data, map_location=map_location, weights_only=False, pickle_module=restricted_pickle)
+            return torch.load(data, map_location=map_location, weights_only=False,
+                              pickle_module=restricted_pickle), digest
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise CheckpointError(f'checkpoint {path} is unreadable (truncated or corrupt?): {exc}') from exc
 
@@ -350,6 +346,7 @@ class Checkpoint:
     created: str | None = None
     min_depth: float = 0.5  # the depth heads' nearest depth (official networks: 0.5)
     depth_scale: float = 1.0  # multiplies every output depth (a learnt global scale; official: 1)
+    sha256: str = ''  # of the file's bytes as loaded (what an export of these weights is sealed with)
 
     @property
     def name(self) -> str:
@@ -417,10 +414,10 @@ def _official(ckpt: Any, path: Path) -> Checkpoint:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = 'cpu') -> Checkpoint:
     """Read and verify an official packnet-sfm `.ckpt` or one of ours; CheckpointError if unusable."""
     path = Path(path)
-    ckpt = _torch_load(path, map_location)
-    if isinstance(ckpt, dict) and ckpt.get('format') == FORMAT:
-        return _ours(ckpt, path)
-    return _official(ckpt, path)
+    ckpt, digest = _torch_load(path, map_location)
+    loaded = _ours(ckpt, path) if isinstance(ckpt, dict) and ckpt.get('format') == FORMAT else _official(ckpt, path)
+    loaded.sha256 = digest
+    return loaded
 
 
 def load_networks(path: str | os.PathLike, map_location: Any = 'cpu') -> tuple[PackNet, PoseNet | None]:

@@ -16,22 +16,13 @@ from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.networks import PackNet
 from packnet_ros.serving.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
-from packnet_ros.serving.export import ExportError, OnnxInfo, cached, export_depth, file_sha256, onnx_cache_path
+from packnet_ros.serving.export import ExportError, OnnxInfo, cached, export_depth, onnx_cache_path
 from packnet_ros.serving.quantization import TOLERANCE, calibration_digest, quantize_depth
 
 DEFAULT_SIZE = (192, 640)
 PROBE_SEED = 0  # of the probe image an exported model must give finite depth for
 
 log = logging.getLogger(__name__)
-
-
-def file_version(path: str | os.PathLike) -> tuple[int, ...] | None:
-    """What changes when a file is replaced or rewritten (None where it cannot be read)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def mask_out_of_range(depth: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
@@ -71,21 +62,28 @@ class DepthEstimator:
             self.run = OnnxRuntimeBackend(self.net, self.device, self.precision, self.threads)
             self.backend = 'onnxruntime'
             self._check_graph()
+        self._probe()
 
     def _check_graph(self) -> None:
-        """No loader has checked an exported graph's weights: one that takes other images, or
-        gives non-finite depth on a probe image, is refused before it serves (CheckpointError)."""
+        """No loader has checked an exported graph: one that takes other images is refused
+        before it serves (CheckpointError)."""
         name, shape = self.run.input, self.run.input_shape
         if list(shape[1:]) != [3, self.height, self.width]:
             raise CheckpointError(f'{self.net} takes {name} {shape}, not 3x{self.height}x{self.width} images: '
                                   'export it again at that size')
+
+    def _probe(self) -> None:
+        """One forward pass on a fixed probe image, which also warms the backend up: a model whose
+        inverse depth is not finite there (NaN weights, or finite ones that overflow) is refused
+        before it serves anything (CheckpointError), whichever backend runs it."""
+        name = self.net if isinstance(self.net, Path) else self.identity or type(self.net).__name__
         probe = torch.rand(1, 3, self.height, self.width, generator=torch.Generator().manual_seed(PROBE_SEED))
         try:
             finite = bool(torch.isfinite(self.run(probe)).all())
         except Exception as exc:  # onnxruntime's errors derive from Exception alone
-            raise CheckpointError(f'{self.net} fails on a probe image: {" ".join(str(exc).split())}') from exc
+            raise CheckpointError(f'{name} fails on a probe image: {" ".join(str(exc).split())}') from exc
         if not finite:
-            raise CheckpointError(f'{self.net} gives non-finite inverse depth on a probe image (NaN or inf '
+            raise CheckpointError(f'{name} gives non-finite inverse depth on a probe image (NaN or inf '
                                   'weights?): not served')
 
     @classmethod
@@ -106,16 +104,14 @@ class DepthEstimator:
             return cls._from_onnx(Path(path), height, width, device, **kwargs)
         if kwargs.get('precision') == 'int8' and backend != 'onnxruntime':
             raise ValueError('precision int8 needs the onnxruntime backend')
-        read = file_version(path)
         ckpt = load_checkpoint(path)
         net, _ = ckpt.networks()
         trained = ckpt.input_size or DEFAULT_SIZE
         height, width = height or trained[0], width or trained[1]
         if backend == 'onnxruntime':
-            digest = file_sha256(path)
-            if file_version(path) != read:  # the hash must be of the weights loaded: they seal the export
-                raise CheckpointError(f'{path} was replaced while it was read: give it again')
-            return cls._from_export(ckpt, net, digest, height, width, device, calibration, int8_tolerance, **kwargs)
+            # ckpt.sha256 is of the very bytes these weights came from: it seals their export
+            return cls._from_export(ckpt, net, ckpt.sha256, height, width, device, calibration, int8_tolerance,
+                                    **kwargs)
         return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)
 
     @classmethod

@@ -193,16 +193,18 @@ class TripletAccumulator:
         self.pending: deque[tuple[tuple[float, np.ndarray], ...]] = deque()
         self.max_pending = 8
         self.skipped: Counter[str] = Counter()
+        # Why the last frame or speed given was not used as it came (a skipped reason), or None.
+        self.refused: str | None = None
 
     def add_speed(self, stamp: float, speed: float) -> list[Triplet]:
-        reason = 'unstamped' if stamp == 0 else self.speed.add(stamp, speed)
+        reason = self.refused = 'unstamped' if stamp == 0 else self.speed.add(stamp, speed)
         if reason:
             self.skipped[reason] += 1
         return self._resolve(now=None)
 
     def add_frame(self, stamp: float, rgb: np.ndarray) -> list[Triplet]:
         """Add a frame; returns the triplets that are now complete (usually zero or one)."""
-        reason = 'unstamped' if stamp == 0 else self.clock.check(stamp)
+        reason = self.refused = 'unstamped' if stamp == 0 else self.clock.check(stamp)
         if reason:
             self.skipped[reason] += 1
             if reason != 'time_backwards':

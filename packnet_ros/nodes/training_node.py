@@ -129,17 +129,16 @@ class TrainingNode(Node):
 
     def on_velocity(self, msg: Odometry | TwistStamped | TwistWithCovarianceStamped) -> None:
         speed = speed_of(msg)
-        refused = self.accumulator.skipped.copy()
         self.session.add(self.accumulator.add_speed(stamp_seconds(msg.header), speed))
-        if self.accumulator.skipped['invalid_speed'] > refused['invalid_speed']:
+        if self.accumulator.refused == 'invalid_speed':
             self.health.error(f'invalid speed {speed:g} m/s refused')
             self.get_logger().warn(f'refusing speed {speed:g} m/s (not finite, negative or above max_speed '
                                    f'{self.params["max_speed"]:g})', throttle_duration_sec=WARN_PERIOD_S)
-        self._check_stamped('speed', refused)
+        self._check_stamped('speed')
 
-    def _check_stamped(self, what: str, before: dict[str, int]) -> None:
+    def _check_stamped(self, what: str) -> None:
         """Say so when a message was refused for carrying no stamp: nothing can be trained then."""
-        if self.accumulator.skipped['unstamped'] > before['unstamped']:
+        if self.accumulator.refused == 'unstamped':
             self.health.error(f'unstamped {what} refused')
             self.get_logger().warn(f'refusing {what} messages stamped 0: their driver does not stamp them, and '
                                    'without times no distance can be measured between frames',
@@ -164,9 +163,8 @@ class TrainingNode(Node):
             return
         if self._rectifying():
             rgb = self.rectifier.rectify(rgb)
-        refused = self.accumulator.skipped.copy()
         self.session.add(self.accumulator.add_frame(stamp_seconds(msg.header), rgb))
-        self._check_stamped('image', refused)
+        self._check_stamped('image')
 
     # ---------------------------------------------------------------- training
 

@@ -18,6 +18,13 @@ def option(default: Any, description: str, *, low: float | None = None, high: fl
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """The option `name` of dataclass `cls` with another default: a subclass's recipe keeps the
+    description and range."""
+    base = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return dataclasses.field(default=default, metadata=base.metadata)
+
+
 def described(cls: type) -> dict[str, dataclasses.Field]:
     """The fields of dataclass `cls` that are options, by name."""
     return {f.name: f for f in dataclasses.fields(cls) if 'help' in f.metadata}

@@ -23,7 +23,7 @@ from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from packnet_ros.data.stream import Triplet
 from packnet_ros.devices import resolve_device
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
-from packnet_ros.options import option
+from packnet_ros.options import option, redefault
 from packnet_ros.training import distributed
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
@@ -50,12 +50,10 @@ class SessionConfig(TrainerConfig):
     # TrainerConfig's own stay the paper's, which the named recipes build on.
     learning_rate: float = option(0.0, 'Adam learning rate of the networks; 0 = 1e-3 from random weights, 2e-4 from '
                                        'init_checkpoint (what the learning curves chose)', low=0.0, high=1.0)
-    warmup_steps: int = option(0, 'steps over which the learning rates ramp up from zero (0 = none)', low=0)
-    velocity_loss_weight: float = option(1.0, 'weight of |‖t_pred‖ - distance|; 0 disables metric scale', low=0.0)
-    depth_scale_lr: float = option(0.05, 'learning rate of one global depth scale (log); 0 = none. Metric scale in '
-                                         'tens of steps', low=0.0, high=1.0)
-    translation_scale_lr: float = option(0.05, 'learning rate of one global PoseNet translation scale (log); '
-                                               '0 = none', low=0.0, high=1.0)
+    warmup_steps: int = redefault(TrainerConfig, 'warmup_steps', 0)
+    velocity_loss_weight: float = redefault(TrainerConfig, 'velocity_loss_weight', 1.0)
+    depth_scale_lr: float = redefault(TrainerConfig, 'depth_scale_lr', 0.05)
+    translation_scale_lr: float = redefault(TrainerConfig, 'translation_scale_lr', 0.05)
     height: int = option(96, 'network input height (multiple of 32)', low=32, high=4096)
     width: int = option(320, 'network input width (multiple of 32)', low=32, high=4096)
     init_checkpoint: str = option('', 'official .ckpt or packnet_ros checkpoint to start from; empty = from scratch')

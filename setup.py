@@ -26,11 +26,11 @@ setup(
     entry_points={
         'console_scripts': [
             'packnet-ros = packnet_ros.cli:main',
-            'depth_node = packnet_ros.nodes.depth_node:main',
-            'lifecycle_depth_node = packnet_ros.nodes.lifecycle_depth_node:main',
-            'training_node = packnet_ros.nodes.training_node:main',
-            'bag_player = packnet_ros.nodes.bag_player:main',
-            'depth_evaluator = packnet_ros.nodes.depth_evaluator:main',
+            'depth_node = packnet_ros.ros.nodes.depth_node:main',
+            'lifecycle_depth_node = packnet_ros.ros.nodes.lifecycle_depth_node:main',
+            'training_node = packnet_ros.ros.nodes.training_node:main',
+            'bag_player = packnet_ros.ros.nodes.bag_player:main',
+            'depth_evaluator = packnet_ros.ros.nodes.depth_evaluator:main',
         ],
     },
 )

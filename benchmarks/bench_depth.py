@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.devices import resolve_device
 from packnet_ros.image import read_rgb
 from packnet_ros.metrics import image_metrics, mean_metrics
+from packnet_ros.model.checkpoints import load_checkpoint, save_checkpoint
 from packnet_ros.networks import PackNet01, PackNetSlim01
-from packnet_ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
+from packnet_ros.ros.nodes.conversions import depth_to_image, depth_to_points, image_to_rgb, points_to_cloud
 from packnet_ros.serving.export import export_depth
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.serving.quantization import quantize_depth
@@ -224,7 +224,7 @@ def bench_node(name: str, ckpt: Path, frames: int, tmp: Path, backend: str = 'au
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from packnet_ros.node_process import ClientNode, start_node
+    from packnet_ros.ros.node_process import ClientNode, start_node
 
     proc = start_node('depth_node', tmp / f'{name}_{backend}_{precision}.log', (REPO / 'config' / 'depth.yaml',),
                       {'checkpoint': str(ckpt), 'device': 'cpu', 'width': width, 'height': height,

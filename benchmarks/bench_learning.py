@@ -2,7 +2,7 @@
 
     make bench-learning     (or: .venv/bin/python benchmarks/bench_learning.py --dataset kitti ...)
 
-For each recipe (packnet_ros.training.recipes) and seed: train on a fixed set of triplets,
+For each recipe (recipes) and seed: train on a fixed set of triplets,
 evaluating every --eval-every steps on held frames against ground truth: metric abs_rel (no
 scaling), median-scaled abs_rel, a1 and the scale ratio median(gt)/median(pred) (1 = metric).
 Curves are recorded against steps and against training seconds; JSON plus a PNG.
@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from recipes import RECIPES, Recipe
 
-from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.data.triplets import DriveTriplets
@@ -41,9 +41,9 @@ from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics, mean_metrics
+from packnet_ros.model.checkpoints import load_networks
 from packnet_ros.networks import PoseNet, build_depth_net
 from packnet_ros.training import Trainer, Triplet, TripletAccumulator, TripletRules
-from packnet_ros.training.recipes import RECIPES, Recipe
 from packnet_ros.training.trainer import forward_motion
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
-from packnet_ros.launch_support import path_argument, rviz_if_installed, true
+from packnet_ros.ros.launch_support import path_argument, rviz_if_installed, true
 
 
 def depth_node(context):

@@ -29,7 +29,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 
-from packnet_ros.launch_support import default_output_dir, path_argument, rviz_if_installed, true, typed
+from packnet_ros.ros.launch_support import default_output_dir, path_argument, rviz_if_installed, true, typed
 
 NS = '/packnet'
 CAMERA = {'image': '/kitti/camera/image_raw', 'camera_info': '/kitti/camera/camera_info'}

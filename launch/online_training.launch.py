@@ -14,7 +14,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from packnet_ros.launch_support import default_output_dir, path_argument, typed
+from packnet_ros.ros.launch_support import default_output_dir, path_argument, typed
 
 
 def nodes(context):

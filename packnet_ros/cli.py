@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.data.kitti import KittiDrive, KittiError
 from packnet_ros.image import IMAGE_SUFFIXES, ImageError, colorize_depth, read_rgb
+from packnet_ros.model.checkpoints import CheckpointError
 
 if TYPE_CHECKING:  # imported where used: rosbags takes a while to load
     from packnet_ros.data.bag import BagError
@@ -137,7 +137,7 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from packnet_ros.demo import DemoOptions, run_demo
+    from packnet_ros.ros.demo import DemoOptions, run_demo
 
     report = run_demo(DemoOptions(Path(args.out), args.steps, args.seconds, args.window, args.source,
                                   args.checkpoint, args.from_scratch, args.frames, args.seed))
@@ -285,7 +285,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from packnet_ros.checkpoints import load_checkpoint
+    from packnet_ros.model.checkpoints import load_checkpoint
     from packnet_ros.serving.export import export_checkpoint
 
     frames = []
@@ -325,7 +325,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_strip(args: argparse.Namespace) -> int:
     import torch
 
-    from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
+    from packnet_ros.model.checkpoints import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     depth_net, pose_net = ckpt.networks()

@@ -1,6 +1,6 @@
 """Shared test helpers: ../shared fixtures and data, the deterministic weight fill, KITTI triplets.
 
-Nodes are started and watched with packnet_ros.node_process (as the demo and benchmarks do).
+Nodes are started and watched with packnet_ros.ros.node_process (as the demo and benchmarks do).
 """
 from __future__ import annotations
 
@@ -117,8 +117,8 @@ def synthetic_holdout(count: int = 8):
     """Held-out triplets of a synthetic drive seen by another camera than the shipped model's
     (70 deg, 1.3 m up), its intrinsics, and the factor that makes the shipped model's depth
     metric there (median ground truth / median prediction over the targets)."""
-    from packnet_ros.checkpoints import load_networks
     from packnet_ros.data.synthetic import CameraRig, drive
+    from packnet_ros.model.checkpoints import load_networks
 
     rig = CameraRig(192, 64, 70, 1.3)
     frames = list(drive(40, seed=7, camera=rig, start_time=3.0))

@@ -36,6 +36,6 @@ def include(name: str, **arguments: str):
 def private_domain() -> None:
     """This test's own ROS domain, for the launched nodes (they inherit the environment) and the
     ClientNode of the test alike."""
-    from packnet_ros.node_process import ros_environment
+    from packnet_ros.ros.node_process import ros_environment
     ros_environment()
     os.environ.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)  # the launch files set the package's

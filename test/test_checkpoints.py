@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
-from packnet_ros import checkpoints
-from packnet_ros.checkpoints import CheckpointError, load_checkpoint, load_networks, save_checkpoint
+from packnet_ros.model import checkpoints
+from packnet_ros.model.checkpoints import CheckpointError, load_checkpoint, load_networks, save_checkpoint
 from packnet_ros.networks import PackNet01, PackNetSlim01, PoseNet
 
 from helpers import deterministic_fill, load_fixture
@@ -257,7 +257,7 @@ def test_a_checkpoint_rewritten_in_place_after_loading_cannot_crash_its_reader(t
     path = save_checkpoint(tmp_path / 'live.ckpt', PackNetSlim01(width=0.25))
     expected = sum(float(v.float().sum()) for v in load_checkpoint(path).depth_state.values())
     script = ('import sys, torch\n'
-              'from packnet_ros.checkpoints import load_checkpoint\n'
+              'from packnet_ros.model.checkpoints import load_checkpoint\n'
               'ckpt = load_checkpoint(sys.argv[1])\n'
               'open(sys.argv[1], "wb").close()  # truncated in place, same inode\n'
               'print(sum(float(v.float().sum()) for v in ckpt.depth_state.values()))\n')

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.bag import write_kitti_bag
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.image import read_rgb
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
 

@@ -5,7 +5,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from packnet_ros.nodes.conversions import (
+from packnet_ros.ros.nodes.conversions import (
     ConversionError,
     calibration_of,
     camera_matrix,

@@ -18,11 +18,11 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
-from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
-from packnet_ros.node_process import ClientNode, ros_environment, start_node
-from packnet_ros.nodes.inputs import LOSS_REPORT
-from packnet_ros.resources import FASTDDS_PROFILE_VARIABLE
+from packnet_ros.ros.node_process import ClientNode, ros_environment, start_node
+from packnet_ros.ros.nodes.inputs import LOSS_REPORT
+from packnet_ros.ros.resources import FASTDDS_PROFILE_VARIABLE
 
 from helpers import DEADLINE, REPO
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from packnet_ros.cli import main
 from packnet_ros.data.bag import read_messages
-from packnet_ros.demo.report import read_ply
+from packnet_ros.ros.demo.report import read_ply
 
 
 def test_short_demo_produces_a_valid_report(tmp_path, monkeypatch):

@@ -13,13 +13,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.image import read_rgb
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
-from packnet_ros.node_process import ClientNode, start_node
-from packnet_ros.nodes.conversions import cloud_to_points, image_to_depth
+from packnet_ros.ros.node_process import ClientNode, start_node
+from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, REPO, require
@@ -267,7 +267,7 @@ def test_a_distorted_camera_is_rectified(session):
     rendering of the same view, and depth/camera_info describes the rectified camera."""
     from packnet_ros.data.synthetic import CameraRig, drive
     from packnet_ros.geometry import Calibration, distort_image
-    from packnet_ros.resources import shipped_model
+    from packnet_ros.ros.resources import shipped_model
 
     client = session[0]
     stamps = itertools.count(700)
@@ -329,7 +329,7 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
         '            raise ModuleNotFoundError(f"No module named {name!r}")\n'
         'sys.meta_path.insert(0, Block())\n')
     ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
-    from packnet_ros.node_process import ros_environment
+    from packnet_ros.ros.node_process import ros_environment
     env = {**ros_environment(), 'PYTHONPATH': str(blocker)}
     # its own namespace: the session's depth_node runs beside it
     proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),

@@ -10,8 +10,8 @@ from test_depth_node import FRAME_ID, DepthClient, diagnostic_value
 
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.image import read_rgb
-from packnet_ros.node_process import ClientNode, start_node
-from packnet_ros.nodes.conversions import image_to_depth
+from packnet_ros.ros.node_process import ClientNode, start_node
+from packnet_ros.ros.nodes.conversions import image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, REPO, require
@@ -101,7 +101,7 @@ def test_int8_refused_serves_float(tmp_path, kitti):
 
 
 def test_auto_serving_is_int8_only_for_a_checkpoint_on_a_cpu():
-    from packnet_ros.nodes.depth_node import Serving, choose_serving
+    from packnet_ros.ros.nodes.depth_node import Serving, choose_serving
 
     cpu, gpu = torch.device('cpu'), torch.device('cuda')
     assert choose_serving('auto', 'auto', cpu, 'model.ckpt') == Serving('onnxruntime', 'int8')
@@ -129,7 +129,7 @@ class FixedDepth:
 def test_int8_that_drifts_from_float_on_live_frames_falls_back_to_float():
     """Calibration frames can pass the int8 check on themselves and not represent the camera:
     int8 is checked against float on a live frame every int8_recheck_period seconds."""
-    from packnet_ros.nodes.depth_node import DepthServing, Int8
+    from packnet_ros.ros.nodes.depth_node import DepthServing, Int8
 
     client = ClientNode('int8_recheck_test')
     try:

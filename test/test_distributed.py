@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
+from packnet_ros.model.checkpoints import load_checkpoint
 
 from helpers import DEADLINE
 

@@ -11,15 +11,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
 from packnet_ros.metrics import image_metrics
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
-from packnet_ros.node_process import ClientNode, start_node
-from packnet_ros.nodes.conversions import depth_to_image
+from packnet_ros.ros.node_process import ClientNode, start_node
+from packnet_ros.ros.nodes.conversions import depth_to_image
 from packnet_ros.serving.inference import DepthEstimator
 
 from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliable_subscribers

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import CheckpointError, save_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.image import read_rgb
+from packnet_ros.model.checkpoints import CheckpointError, save_checkpoint
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.serving import export
 from packnet_ros.serving.export import ExportError, OnnxInfo, export_depth

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import save_checkpoint
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
 

@@ -22,11 +22,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from packnet_ros.checkpoints import save_checkpoint
 from packnet_ros.cli import main as cli
+from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.node_process import ClientNode, start_node
-from packnet_ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb
+from packnet_ros.ros.node_process import ClientNode, start_node
+from packnet_ros.ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb
 from packnet_ros.training import NEIGHBOURS, SpeedTrack, TripletAccumulator
 
 from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
@@ -275,7 +275,7 @@ def test_bad_onnx_files_set_as_the_checkpoint_are_refused_with_the_node_alive(no
     import onnx
     from onnx import numpy_helper
 
-    from packnet_ros.checkpoints import load_networks
+    from packnet_ros.model.checkpoints import load_networks
     from packnet_ros.serving.export import export_depth
 
     client, watcher, procs, tmp, good = nodes

@@ -3,8 +3,8 @@ import yaml
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from packnet_ros.node_process import ClientNode, start_node
-from packnet_ros.nodes.inputs import LOSS_WINDOW, DeliveryMonitor, loss_advice
+from packnet_ros.ros.node_process import ClientNode, start_node
+from packnet_ros.ros.nodes.inputs import LOSS_WINDOW, DeliveryMonitor, loss_advice
 
 from helpers import DEADLINE, REPO, parameters
 

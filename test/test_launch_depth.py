@@ -24,7 +24,7 @@ class TestDepthLaunch(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         from packnet_ros.data.synthetic import CameraRig, drive
-        from packnet_ros.node_process import ClientNode
+        from packnet_ros.ros.node_process import ClientNode
         cls.client = ClientNode('depth_launch_test')
         cls.rig = CameraRig(320, 96)
         cls.frames = list(drive(3, seed=3, camera=cls.rig))
@@ -39,7 +39,7 @@ class TestDepthLaunch(unittest.TestCase):
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
 
-        from packnet_ros.nodes.conversions import cloud_to_points, image_to_depth
+        from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 
         node, reliable = self.client.node, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub_image = node.create_publisher(Image, '/test/camera/image', reliable)

@@ -13,8 +13,8 @@ import yaml
 
 from packnet_ros.data.bag import TOPICS, deserialize, read_messages, write_kitti_bag
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
-from packnet_ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
-from packnet_ros.nodes.training_node import PARAMETERS as TRAINING_PARAMETERS
+from packnet_ros.ros.nodes.depth_node import PARAMETERS as DEPTH_PARAMETERS
+from packnet_ros.ros.nodes.training_node import PARAMETERS as TRAINING_PARAMETERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,8 @@ def test_params_files_hold_exactly_the_node_parameters_and_defaults(config, decl
 
 
 def test_demo_overrides_are_parameters_of_the_nodes_they_name():
-    from packnet_ros.nodes.bag_player import PARAMETERS as PLAYER_PARAMETERS
-    from packnet_ros.nodes.depth_evaluator import PARAMETERS as EVALUATOR_PARAMETERS
+    from packnet_ros.ros.nodes.bag_player import PARAMETERS as PLAYER_PARAMETERS
+    from packnet_ros.ros.nodes.depth_evaluator import PARAMETERS as EVALUATOR_PARAMETERS
     nodes = {'depth_node': DEPTH_PARAMETERS, 'training_node': TRAINING_PARAMETERS,
              'depth_evaluator': EVALUATOR_PARAMETERS, 'bag_player': PLAYER_PARAMETERS}
     sections = yaml.safe_load((REPO / 'config' / 'demo.yaml').read_text())

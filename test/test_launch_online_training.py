@@ -41,7 +41,7 @@ class TestOnlineTraining(unittest.TestCase):
         from std_msgs.msg import Header, String
 
         from packnet_ros.data.synthetic import CameraRig, drive
-        from packnet_ros.node_process import ClientNode
+        from packnet_ros.ros.node_process import ClientNode
 
         client = ClientNode('online_launch_test')
         try:
@@ -92,7 +92,7 @@ class TestOnlineTraining(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestOnlineTrainingShutdown(unittest.TestCase):
     def test_ctrl_c_exits_cleanly_and_saves(self, proc_info):
-        from packnet_ros.checkpoints import load_checkpoint
+        from packnet_ros.model.checkpoints import load_checkpoint
         launch_testing.asserts.assertExitCodes(proc_info)
         saved = sorted((WORK / 'checkpoints').glob('step_*.ckpt'))
         assert saved and load_checkpoint(saved[-1]).step >= 2

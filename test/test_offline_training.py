@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.bag import write_kitti_bag
 from packnet_ros.data.split import SplitError
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets, split_triplets
+from packnet_ros.model.checkpoints import load_checkpoint
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.training import NEIGHBOURS, TripletAccumulator, TripletRules
 

@@ -6,7 +6,7 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from packnet_ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters
 
 SPECS = {
     'rate': Param(1.0, 'speed factor', low=0.001, high=1000.0),

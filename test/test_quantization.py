@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.image import read_rgb, to_tensor
+from packnet_ros.model.checkpoints import load_checkpoint
 from packnet_ros.serving.export import ExportError, OnnxInfo, export_depth
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.serving.quantization import MIN_FRAMES, CalibrationFrames, float_only_nodes, quantize_depth

@@ -19,8 +19,8 @@ from std_msgs.msg import Header
 from packnet_ros.data.bag import read_messages, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.metrics import depth_metrics
-from packnet_ros.node_process import ClientNode, start_node, write_params_file
-from packnet_ros.nodes.conversions import depth_to_image
+from packnet_ros.ros.node_process import ClientNode, start_node, write_params_file
+from packnet_ros.ros.nodes.conversions import depth_to_image
 
 from helpers import DEADLINE, KITTI_DRIVE, require, wait_for_reliable_subscribers
 

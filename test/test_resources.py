@@ -1,5 +1,5 @@
 """Configuration files are found, and Fast DDS gets our profile unless the user chose one."""
-from packnet_ros.resources import FASTDDS_PROFILE_VARIABLE, config_dir, use_fastdds_profile
+from packnet_ros.ros.resources import FASTDDS_PROFILE_VARIABLE, config_dir, use_fastdds_profile
 
 from helpers import REPO
 

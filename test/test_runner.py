@@ -1,4 +1,4 @@
-"""Stopping, as `ros2 launch` and a terminal do it (packnet_ros.nodes.runner): SIGINT (often twice:
+"""Stopping, as `ros2 launch` and a terminal do it (packnet_ros.ros.nodes.runner): SIGINT (often twice:
 the terminal's and launch's) or SIGTERM while a node is mid-inference or mid-step. Every node
 must exit with status 0 (launch escalates after 5 s: the budget is measured with the real
 launch system, DEVELOPERS.md), never abort, and the training node must save the step it
@@ -16,8 +16,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from packnet_ros.checkpoints import load_checkpoint
-from packnet_ros.node_process import ClientNode, start_node
+from packnet_ros.model.checkpoints import load_checkpoint
+from packnet_ros.ros.node_process import ClientNode, start_node
 
 from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
 from test_training_node import Feeder, H, W

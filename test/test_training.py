@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import load_networks
 from packnet_ros.data.kitti import KittiDrive
+from packnet_ros.model.checkpoints import load_networks
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.training import (
     NEIGHBOURS,

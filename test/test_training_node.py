@@ -14,9 +14,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 
-from packnet_ros.checkpoints import load_checkpoint, load_networks
 from packnet_ros.data.synthetic import CameraRig, drive
-from packnet_ros.node_process import ClientNode, start_node
+from packnet_ros.model.checkpoints import load_checkpoint, load_networks
+from packnet_ros.ros.node_process import ClientNode, start_node
 
 from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
 
@@ -195,7 +195,7 @@ def test_offline_training_defaults_to_the_nodes_recipe():
     """`packnet-ros train` without --config trains as the node does: the recipe the curves chose."""
     from dataclasses import MISSING, fields
 
-    from packnet_ros.nodes.training_node import PARAMETERS
+    from packnet_ros.ros.nodes.training_node import PARAMETERS
     from packnet_ros.training.session import SessionConfig
 
     shared = [f for f in fields(SessionConfig) if f.name in PARAMETERS and f.default is not MISSING]
@@ -214,7 +214,7 @@ def test_distorted_frames_are_rectified_before_training(tmp_path):
     from rclpy.parameter import Parameter
 
     from packnet_ros.geometry import Calibration, distort_image, scale_intrinsics
-    from packnet_ros.nodes.training_node import TrainingNode
+    from packnet_ros.ros.nodes.training_node import TrainingNode
 
     rig = CameraRig(384, 128, fov_x_deg=70.0)
     views = list(drive(4, seed=2, camera=rig, start_time=3.0))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from packnet_ros.checkpoints import load_checkpoint, save_checkpoint
+from packnet_ros.model.checkpoints import load_checkpoint, save_checkpoint
 from packnet_ros.networks import PackNetSlim01, PoseNet
 from packnet_ros.training import SessionConfig, TrainingSession, Triplet, Validation
 from packnet_ros.training.trainer import HeldOutScore

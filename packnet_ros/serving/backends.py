@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import CheckpointError
+from packnet_ros.model.checkpoints import CheckpointError
 from packnet_ros.networks import PackNet
 
 BACKENDS = ('torch', 'onnxruntime')

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import CheckpointError, load_checkpoint
 from packnet_ros.image import check_network_size
+from packnet_ros.model.checkpoints import CheckpointError, load_checkpoint
 from packnet_ros.networks import PackNet, PoseNet
 
 DEFAULT_OPSET = 17

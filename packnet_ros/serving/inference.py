@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
+from packnet_ros.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from packnet_ros.networks import PackNet
 from packnet_ros.serving.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
 from packnet_ros.serving.export import ExportError, OnnxInfo, cached, export_depth, onnx_cache_path

@@ -5,7 +5,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+from packnet_ros.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 
 NAME = re.compile(r'^step_(\d+)\.ckpt$')
 

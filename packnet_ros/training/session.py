@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from packnet_ros.data.stream import Triplet
 from packnet_ros.devices import resolve_device
+from packnet_ros.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
 from packnet_ros.options import option, redefault
 from packnet_ros.training import distributed

@@ -17,7 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from packnet_ros.data.bag import TYPESTORE
-from packnet_ros.nodes.conversions import ConversionError, cloud_to_points, image_to_depth, image_to_rgb
+from packnet_ros.ros.nodes.conversions import ConversionError, cloud_to_points, image_to_depth, image_to_rgb
 
 RECORD_PERIOD_S = 1.0  # outputs recorded at most this often, so the MCAP stays small
 IMAGES_KEPT = 50  # camera frames kept to pair with the depth computed from them

@@ -22,16 +22,16 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from packnet_ros.checkpoints import CheckpointError
 from packnet_ros.data.triplets import speed_of
 from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
-from packnet_ros.nodes.conversions import ConversionError, calibration_of, to_rgb
-from packnet_ros.nodes.diagnostics import Health, StatusPublisher
-from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
-from packnet_ros.nodes.parameters import Param, declare_parameters, params_of
-from packnet_ros.nodes.runner import join_until, run
-from packnet_ros.resources import output_dir
+from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.ros.nodes.conversions import ConversionError, calibration_of, to_rgb
+from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
+from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters, params_of
+from packnet_ros.ros.nodes.runner import join_until, run
+from packnet_ros.ros.resources import output_dir
 from packnet_ros.training import SessionConfig, TrainingSession, TripletAccumulator, TripletRules
 
 WARN_PERIOD_S = 5.0

@@ -22,7 +22,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from packnet_ros.resources import use_fastdds_profile
+from packnet_ros.ros.resources import use_fastdds_profile
 
 BIN = Path(sys.executable).parent
 

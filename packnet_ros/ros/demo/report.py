@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from packnet_ros.demo.recorder import RunRecord
 from packnet_ros.image import colorize_depth
 from packnet_ros.metrics import DepthMetrics
+from packnet_ros.ros.demo.recorder import RunRecord
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ import time
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from packnet_ros.checkpoints import CheckpointError
-from packnet_ros.nodes.depth_node import DepthServing
-from packnet_ros.nodes.runner import STOP_BUDGET_S, run
+from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.ros.nodes.depth_node import DepthServing
+from packnet_ros.ros.nodes.runner import STOP_BUDGET_S, run
 
 
 class LifecycleDepthNode(LifecycleNode):

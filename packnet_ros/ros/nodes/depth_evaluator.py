@@ -17,12 +17,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from packnet_ros.metrics import DepthMetrics, image_metrics, mean_metrics
-from packnet_ros.nodes.conversions import ConversionError, image_to_depth
-from packnet_ros.nodes.diagnostics import Health, StatusPublisher
-from packnet_ros.nodes.inputs import INPUT_PARAMETERS, InputSubscription
-from packnet_ros.nodes.parameters import Param, declare_parameters
-from packnet_ros.nodes.runner import run
-from packnet_ros.resources import output_dir
+from packnet_ros.ros.nodes.conversions import ConversionError, image_to_depth
+from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
+from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, InputSubscription
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.ros.nodes.runner import run
+from packnet_ros.ros.resources import output_dir
 
 PARAMETERS = {
     'output_json': Param('', 'file written at shutdown with per-frame metrics and the summary; empty = none; '

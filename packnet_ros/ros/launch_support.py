@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from packnet_ros.resources import output_dir
+from packnet_ros.ros.resources import output_dir
 
 
 def typed(name: str, value_type: type) -> ParameterValue:

@@ -35,7 +35,7 @@ from packnet_ros.geometry import scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
 from packnet_ros.image import colorize_depth
 from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
-from packnet_ros.nodes.conversions import (
+from packnet_ros.ros.nodes.conversions import (
     INVALID_DEPTH,
     ConversionError,
     calibration_of,
@@ -47,10 +47,10 @@ from packnet_ros.nodes.conversions import (
     rgb_to_image,
     to_rgb,
 )
-from packnet_ros.nodes.diagnostics import Health, StatusPublisher
-from packnet_ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
-from packnet_ros.nodes.parameters import Param, declare_parameters
-from packnet_ros.nodes.runner import join_until, run
+from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
+from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.ros.nodes.runner import join_until, run
 from packnet_ros.serving.backends import BACKENDS, onnxruntime_missing
 from packnet_ros.serving.export import ExportError
 from packnet_ros.serving.inference import DepthEstimator

@@ -27,8 +27,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from packnet_ros.checkpoints import CheckpointError
-from packnet_ros.resources import use_fastdds_profile
+from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.ros.resources import use_fastdds_profile
 
 STOP_BUDGET_S = 3.0  # launch sends SIGTERM 5 s after SIGINT; leaves time for teardown on a busy CPU
 SPIN_PERIOD_S = 0.1  # how soon a stop signal is noticed

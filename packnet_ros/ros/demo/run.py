@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from packnet_ros.checkpoints import load_checkpoint
 from packnet_ros.data.bag import TOPICS, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig
-from packnet_ros.demo.recorder import Recorder, RunRecord
-from packnet_ros.demo.report import write_report
-from packnet_ros.node_process import ClientNode, NodeProcess, ros_environment, start_node, stop_nodes
-from packnet_ros.resources import config_dir, shipped_model
+from packnet_ros.model.checkpoints import load_checkpoint
+from packnet_ros.ros.demo.recorder import Recorder, RunRecord
+from packnet_ros.ros.demo.report import write_report
+from packnet_ros.ros.node_process import ClientNode, NodeProcess, ros_environment, start_node, stop_nodes
+from packnet_ros.ros.resources import config_dir, shipped_model
 
 NS = '/packnet'
 POLL_S = 2.0

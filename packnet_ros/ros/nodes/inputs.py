@@ -35,8 +35,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from sensor_msgs.msg import CompressedImage, Image
 
 from packnet_ros.data.decode import MAX_IMAGE_PIXELS
-from packnet_ros.nodes.parameters import Param, declare_parameters
-from packnet_ros.resources import config_dir
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.ros.resources import config_dir
 
 RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
 RELIABILITY_CHOICES = ('auto', *RELIABILITY)

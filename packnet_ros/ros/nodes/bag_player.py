@@ -28,8 +28,8 @@ from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
 from packnet_ros.data.bag import header_stamp, playback
-from packnet_ros.nodes.parameters import Param, declare_parameters
-from packnet_ros.nodes.runner import join_until, run
+from packnet_ros.ros.nodes.parameters import Param, declare_parameters
+from packnet_ros.ros.nodes.runner import join_until, run
 
 POLL_S = 0.05
 SETTLE_S = 1.0  # every subscription matched for this long before playing

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SOURCE_CONFIG = Path(__file__).resolve().parents[1] / 'config'
+SOURCE_CONFIG = Path(__file__).resolve().parents[2] / 'config'
 FASTDDS_PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 
 

@@ -123,7 +123,8 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
     results = [r for r in results if r is not None]
     # The median scale ratio over frames (not mean_metrics' mean): one outlier frame of a short
     # sequence does not move it.
-    return {**mean_metrics(results).summary(), 'scale_ratio': float(np.median([r.scale_ratio for r in results])),
+    return {**mean_metrics(results).summary().to_dict(),
+            'scale_ratio': float(np.median([r.scale_ratio for r in results])),
             'frame_scale_ratios': [round(float(r.scale_ratio), 4) for r in results]}
 
 

@@ -139,14 +139,14 @@ def run_kitti_to_bag(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from packnet_ros.ros.demo import DemoOptions, run_demo
 
-    report = run_demo(DemoOptions(Path(args.out), args.steps, args.seconds, args.window, args.source,
-                                  args.checkpoint, args.from_scratch, args.frames, args.seed))
-    first, last = report['metrics_first'], report['metrics_last']
-    print(f"\n{report['frames']} frames evaluated, {report['train_steps']} training steps in "
-          f"{report['duration_s']:.0f} s (stopped by {report['stopped_by']}); depth {report['depth_fps']:.1f} fps, "
-          f"latency p50 {report['latency_ms_p50']:.0f} ms")
+    report = run_demo(DemoOptions(out=Path(args.out), steps=args.steps, max_seconds=args.seconds,
+                                  window=args.window, source=args.source, checkpoint=args.checkpoint,
+                                  from_scratch=args.from_scratch, frames=args.frames, seed=args.seed))
+    print(f'\n{report.frames} frames evaluated, {report.train_steps} training steps in '
+          f'{report.duration_s:.0f} s (stopped by {report.setup.stopped_by}); depth {report.depth_fps:.1f} fps, '
+          f'latency p50 {report.latency_ms_p50:.0f} ms')
     for key in ('abs_rel', 'abs_rel_median_scaled', 'scale_ratio'):
-        print(f'  {key:24s} first {first[key]:8.3f}   last {last[key]:8.3f}')
+        print(f'  {key:24s} first {getattr(report.first, key):8.3f}   last {getattr(report.last, key):8.3f}')
     print(f'report: {Path(args.out) / "report.md"}')
     return 0
 

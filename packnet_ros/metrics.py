@@ -55,6 +55,20 @@ class Errors:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """The numbers a person reads first: metric and median-scaled abs_rel (is the depth right,
+    is its shape right), metric a1, and the scale ratio median(gt)/median(pred)."""
+
+    abs_rel: float
+    abs_rel_median_scaled: float
+    a1: float
+    scale_ratio: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class DepthMetrics:
     """Depth judged against ground truth, as a metric depth and up to scale: the errors of the
     prediction as it is and median-scaled (times median(gt)/median(pred) per image), and that
@@ -66,10 +80,8 @@ class DepthMetrics:
     images: int = 1
     valid_pixels: int = 0
 
-    def summary(self) -> dict[str, float]:
-        """The headline numbers: metric and median-scaled abs_rel, metric a1, the scale ratio."""
-        return {'abs_rel': self.metric.abs_rel, 'abs_rel_median_scaled': self.median_scaled.abs_rel,
-                'a1': self.metric.a1, 'scale_ratio': self.scale_ratio}
+    def summary(self) -> Headline:
+        return Headline(self.metric.abs_rel, self.median_scaled.abs_rel, self.metric.a1, self.scale_ratio)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,11 +15,11 @@ import sys
 
 import pytest
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher
 from packnet_ros.ros.node_process import ClientNode, ros_environment, start_node
 from packnet_ros.ros.nodes.inputs import LOSS_REPORT
 from packnet_ros.ros.resources import FASTDDS_PROFILE_VARIABLE
@@ -44,29 +44,26 @@ def nodes(tmp_path_factory):
     training = start_node('training_node', tmp / 'training.log', (tmp / 'training.yaml',),
                           {'checkpoint_dir': str(tmp / 'ckpts')})
     client = ClientNode('delivery_test')
-    answered, counts, messages = set(), {}, {}  # messages: every status message each node published
+    answered = set()
     client.node.create_subscription(Image, '/depth', lambda m: answered.add((m.header.stamp.sec,
                                                                              m.header.stamp.nanosec)), 50)
-
-    def on_diagnostics(msg):
-        for status in msg.status:
-            values = {kv.key: kv.value for kv in status.values}
-            node = status.name.split(':')[0]
-            counts.update({f'{node}/{k}': int(values[k]) for k in ('frames', 'received', 'dropped', 'processed',
-                                                                   'missed', 'frames_missed', 'lost_in_transport',
-                                                                   'frames_lost_in_transport')
-                           if k in values})
-            messages.setdefault(node, []).append(status.message)
-    client.node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    watcher = DiagnosticsWatcher(client.node)
     try:
-        client.wait_for(lambda: {'/training_node/frames', '/depth_node/received'} <= set(counts), DEADLINE,
+        client.wait_for(lambda: {'/training_node', '/depth_node'} <= watcher.nodes(), DEADLINE,
                         'diagnostics of both nodes')
-        yield client, answered, counts, messages, tmp
+        yield client, answered, watcher, tmp
     finally:
         client.close()
         for proc in (depth, training):
             proc.stop()
             print(proc.log_tail())
+
+
+def counters(watcher: DiagnosticsWatcher) -> dict[str, int]:
+    """'<node>/<counter>' -> the newest value each node published."""
+    return {f'{node}/{key}': watcher.count(key, node) for node in ('/depth_node', '/training_node')
+            for key in ('frames', 'received', 'dropped', 'processed', 'missed', 'frames_missed', 'lost_in_transport',
+                        'frames_lost_in_transport')}
 
 
 def drive_camera(tmp, width, height, reliability, schedule, profile=True):
@@ -82,16 +79,16 @@ def drive_camera(tmp, width, height, reliability, schedule, profile=True):
 @pytest.mark.parametrize('reliability', ['reliable', 'best_effort'])
 @pytest.mark.parametrize('width,height', [(1242, 375), (1920, 1080)])
 def test_every_frame_reaches_both_nodes_at_1_2_and_10_hz(nodes, width, height, reliability):
-    client, answered, counts, _, tmp = nodes
+    client, answered, watcher, tmp = nodes
     for schedule in (SLOW, FAST):
-        before = dict(counts)
+        before = counters(watcher)
         answered.clear()
         drive_camera(tmp, width, height, reliability, schedule)
         sent = {(index + 1, i) for index, (_, frames) in enumerate(schedule) for i in range(frames)}
         newest = max(sent)
 
         def delta(key):
-            return counts[key] - before[key]
+            return counters(watcher)[key] - before[key]
         client.wait_for(lambda: newest in answered, DEADLINE, f'depth for the newest frame {newest}')
         client.wait_for(lambda: delta('/training_node/frames') >= len(sent), DEADLINE,
                         f'training_node: all {len(sent)} frames ({delta("/training_node/frames")} so far)')
@@ -116,15 +113,15 @@ def test_frames_lost_by_a_best_effort_camera_without_the_profile_are_reported(no
     """The case the README warns about, left unfixed: a best-effort driver at Fast DDS defaults
     loses most 1242x375 frames in its own 512 KB shared-memory segment. Nothing on our side can
     recover them, so both nodes count them and say how to fix the camera."""
-    client, answered, counts, messages, tmp = nodes
-    before = dict(counts)
-    published = {node: len(messages.get(node, [])) for node in ('/depth_node', '/training_node')}
+    client, answered, watcher, tmp = nodes
+    before = counters(watcher)
+    published = {node: len(watcher.history(node=node)) for node in ('/depth_node', '/training_node')}
     drive_camera(tmp, 1242, 375, 'best_effort', ((2.0, 12),), profile=False)
     for node, key in (('/depth_node', 'lost_in_transport'), ('/training_node', 'frames_lost_in_transport')):
         arrived = f'{node}/{"received" if node == "/depth_node" else "frames"}'
 
         def delta(name):
-            return counts[name] - before[name]
+            return counters(watcher)[name] - before[name]
         client.wait_for(lambda: delta(f'{node}/{key}') > 0, DEADLINE, f'{node} {key}')
         try:  # the camera has stopped: wait for the counts to cover its frames (best effort may not)
             client.wait_for(lambda: delta(f'{node}/{key}') + delta(arrived) >= 12, 10.0, 'every frame counted')
@@ -137,7 +134,8 @@ def test_frames_lost_by_a_best_effort_camera_without_the_profile_are_reported(no
             pytest.skip(f'{node} lost only {lost} of 12 frames this time: below the share that is reported')
         # The advice stays in the status only while frames are being lost (the health window), so
         # look through every status published since the camera started, not only the latest.
-        client.wait_for(lambda: any('FASTRTPS_DEFAULT_PROFILES_FILE=' in m for m in messages[node][published[node]:]),
+        client.wait_for(lambda: any('FASTRTPS_DEFAULT_PROFILES_FILE=' in status.message
+                                    for status in watcher.history(node=node)[published[node]:]),
                         DEADLINE, f'{node} to name the fix on /diagnostics')
     log = (tmp / 'depth.log').read_text()
     assert log.count('Fix on the camera side: start the camera driver with FASTRTPS_DEFAULT_PROFILES_FILE=') == 1

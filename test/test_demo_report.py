@@ -1,7 +1,19 @@
 """Demo report artefacts: PLY round trip, colour unpacking, cloud rendering, markdown."""
+from dataclasses import replace
+
 import numpy as np
 
-from packnet_ros.ros.demo.report import markdown, read_ply, render_cloud, unpack_rgb, valid_points, write_ply
+from packnet_ros.metrics import Headline
+from packnet_ros.ros.demo.report import (
+    DemoReport,
+    DemoSetup,
+    markdown,
+    read_ply,
+    render_cloud,
+    unpack_rgb,
+    valid_points,
+    write_ply,
+)
 from packnet_ros.ros.nodes.conversions import depth_to_points
 
 
@@ -36,17 +48,29 @@ def test_render_draws_the_cloud_in_its_colours():
 
 
 def test_markdown_says_metric_only_within_ten_percent():
-    metrics = {'abs_rel': 0.9, 'abs_rel_median_scaled': 0.5, 'a1': 0.1, 'scale_ratio': 10.0}
-    better = {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 1.59}
-    report = {'source': 's', 'duration_s': 60, 'init': 'scratch', 'model': 'm', 'input_size': '192x64',
-              'steps_budget': 5, 'seconds_cap': 300, 'stopped_by': 'steps',
-              'metrics_first': metrics, 'metrics_last': better, 'frames': 10, 'train_steps': 5,
-              'checkpoints_announced': 1, 'depth_fps': 5.0, 'latency_ms_p50': 50, 'latency_ms_p95': 60}
+    metrics = Headline(abs_rel=0.9, abs_rel_median_scaled=0.5, a1=0.1, scale_ratio=10.0)
+    better = Headline(abs_rel=0.5, abs_rel_median_scaled=0.3, a1=0.4, scale_ratio=1.59)
+    setup = DemoSetup(source='s', init='scratch', model='m', input_size='192x64', steps_budget=5, seconds_cap=300,
+                      stopped_by='steps')
+    report = DemoReport(setup, frames=10, duration_s=60, train_steps=5, checkpoints_announced=1, first=metrics,
+                        last=better, overall=better, depth_fps=5.0, latency_ms_p50=50, latency_ms_p95=60)
     text = markdown(report)
     assert '| 0.900 | 0.500 |' in text
     assert 'NOT metric: scale 1.590 (off by 59%; moved toward 1' in text and 'structure improved' in text
-    report['metrics_last'] = {**better, 'scale_ratio': 0.92, 'abs_rel': 0.33}
+    report = replace(report, last=replace(better, scale_ratio=0.92, abs_rel=0.33))
     assert 'metric: scale 0.920 (within 10%), metric abs_rel 1.10x' in markdown(report)
     assert 'NOT metric' not in markdown(report)
-    report['metrics_last'] = {**metrics, 'scale_ratio': 1.105}
+    report = replace(report, last=replace(metrics, scale_ratio=1.105))
     assert 'NOT metric: scale 1.105' in markdown(report) and 'structure did NOT improve' in markdown(report)
+
+
+def test_report_json_keeps_its_flat_layout():
+    headline = Headline(abs_rel=0.5, abs_rel_median_scaled=0.3, a1=0.4, scale_ratio=1.2)
+    setup = DemoSetup(source='s', init='scratch', model='m', input_size='192x64', steps_budget=5, seconds_cap=300,
+                      stopped_by='steps')
+    values = DemoReport(setup, frames=10, duration_s=60, train_steps=5, checkpoints_announced=1, first=headline,
+                        last=headline, overall=headline, depth_fps=5.0, latency_ms_p50=50,
+                        latency_ms_p95=60).to_dict()
+    assert values['source'] == 's' and values['stopped_by'] == 'steps' and values['train_steps'] == 5
+    assert values['metrics_last'] == {'abs_rel': 0.5, 'abs_rel_median_scaled': 0.3, 'a1': 0.4, 'scale_ratio': 1.2}
+    assert set(values) >= {'metrics_first', 'metrics_all', 'latency_ms_p95', 'depth_fps', 'checkpoints_announced'}

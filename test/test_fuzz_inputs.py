@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -25,6 +24,7 @@ from std_msgs.msg import Header, String
 from packnet_ros.cli import main as cli
 from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01, PoseNet
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher, Level
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import ConversionError, camera_matrix, compressed_to_rgb
 from packnet_ros.training import NEIGHBOURS, SpeedTrack, TripletAccumulator
@@ -138,25 +138,6 @@ def bad_checkpoints(tmp, good):
     return out
 
 
-class Watcher:
-    """Latest /diagnostics status per node."""
-
-    def __init__(self, client):
-        self.latest = {}
-        client.node.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 20)
-
-    def on_diagnostics(self, msg):
-        for status in msg.status:
-            self.latest[status.name.split(':')[0]] = status
-
-    def values(self, node):
-        status = self.latest.get(node)
-        return {kv.key: kv.value for kv in status.values} if status else {}
-
-    def count(self, node, key):
-        return int(self.values(node).get(key, 0))
-
-
 @pytest.fixture(scope='module')
 def nodes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('fuzz')
@@ -174,9 +155,9 @@ def nodes(tmp_path_factory):
     training = start_node('training_node', tmp / 'training.log', (REPO / 'config' / 'training.yaml',),
                           {'checkpoint_dir': str(ckpt_dir), 'width': 192, 'height': 64})
     client = ClientNode('fuzz_client')
-    watcher = Watcher(client)
+    watcher = DiagnosticsWatcher(client.node)
     try:
-        client.wait_for(lambda: {'/depth_node', '/compressed/depth_node', '/training_node'} <= set(watcher.latest),
+        client.wait_for(lambda: {'/depth_node', '/compressed/depth_node', '/training_node'} <= watcher.nodes(),
                         DEADLINE, 'all three nodes')
         yield client, watcher, {'depth': depth, 'compressed': compressed, 'training': training}, tmp, good
     finally:
@@ -202,12 +183,12 @@ def test_training_node_refuses_absurd_and_overflowing_speeds(nodes):
         odom.twist.twist.linear.x = speed
         odom.twist.twist.linear.y = speed  # v.x ** 2 overflowed here before
         pub.publish(odom)
-    client.wait_for(lambda: watcher.count('/training_node', 'skipped_invalid_speed') >= 7, DEADLINE,
+    client.wait_for(lambda: watcher.count('skipped_invalid_speed', '/training_node') >= 7, DEADLINE,
                     'seven refused speeds')
     assert procs['training'].alive()
-    client.wait_for(lambda: watcher.latest['/training_node'].level != DiagnosticStatus.OK, DEADLINE,
+    client.wait_for(lambda: watcher.latest(node='/training_node').level != Level.OK, DEADLINE,
                     'a non-OK level while speeds are refused')
-    assert 'invalid speed' in watcher.latest['/training_node'].message
+    assert 'invalid speed' in watcher.latest(node='/training_node').message
 
 
 def test_depth_node_keeps_its_model_through_bad_checkpoints(nodes):
@@ -219,9 +200,9 @@ def test_depth_node_keeps_its_model_through_bad_checkpoints(nodes):
     pub.publish(String(data=''))  # an empty path: a no-op, not an untrained model
     (tmp / 'bad').mkdir()
     for name, path in bad_checkpoints(tmp / 'bad', good).items():
-        failed = watcher.count('/depth_node', 'failed_reloads')
+        failed = watcher.count('failed_reloads', '/depth_node')
         pub.publish(String(data=str(path)))
-        client.wait_for(lambda: watcher.count('/depth_node', 'failed_reloads') > failed, DEADLINE, f'{name} refused')
+        client.wait_for(lambda: watcher.count('failed_reloads', '/depth_node') > failed, DEADLINE, f'{name} refused')
     assert watcher.values('/depth_node')['model'] == served and procs['depth'].alive()
     log = procs['depth'].log.read_text()
     assert 'ignoring an empty path' in log and 'Traceback' not in log
@@ -237,7 +218,7 @@ def test_a_flood_of_announcements_loads_the_newest_without_errors(nodes):
     client.wait_for(lambda: pub.get_subscription_count() >= 1, DEADLINE, 'checkpoint subscription')
     (tmp / 'flood').mkdir()
     paths = [shutil.copy(good, tmp / 'flood' / f'flood_{i:02d}.ckpt') for i in range(20)]
-    before = {k: watcher.count('/depth_node', k) for k in ('reloads', 'superseded_reloads', 'failed_reloads')}
+    before = {k: watcher.count(k, '/depth_node') for k in ('reloads', 'superseded_reloads', 'failed_reloads')}
     for path in paths:  # all at once: every one after the first arrives while another loads
         pub.publish(String(data=str(path)))
     image_pub = client.node.create_publisher(Image, '/image', RELIABLE)
@@ -249,7 +230,7 @@ def test_a_flood_of_announcements_loads_the_newest_without_errors(nodes):
         time.sleep(0.2)
         return 'flood_19.ckpt' in watcher.values('/depth_node').get('model', '')
     client.wait_for(served_newest, 4 * DEADLINE, 'the newest announcement served')
-    counts = {k: watcher.count('/depth_node', k) - before[k] for k in before}
+    counts = {k: watcher.count(k, '/depth_node') - before[k] for k in before}
     # Loaded: the first and the newest, and few between; the others superseded (counted) or
     # replaced in the subscription's queue of 10.
     assert counts['failed_reloads'] == 0 and counts['reloads'] < len(paths) / 2, counts
@@ -305,12 +286,12 @@ def test_bad_camera_info_is_refused_and_raises_the_level(nodes):
     wait_for_reliable_subscribers(client, ['/camera_info'])
     # One at a time: depth_node's queue of 2 may replace a third sent at once while it is busy.
     for bad in (camera_info(cx=math.nan), camera_info(cx=1e300), camera_info(fx=1e-300)):  # 1e300: finite, absurd
-        rejected = watcher.count('/depth_node', 'camera_info_rejected')
+        rejected = watcher.count('camera_info_rejected', '/depth_node')
         pub.publish(bad)
-        client.wait_for(lambda: watcher.count('/depth_node', 'camera_info_rejected') > rejected, DEADLINE,
+        client.wait_for(lambda: watcher.count('camera_info_rejected', '/depth_node') > rejected, DEADLINE,
                         f'camera_info with fx={bad.k[0]}, cx={bad.k[2]} refused')
-    client.wait_for(lambda: watcher.latest['/depth_node'].level != DiagnosticStatus.OK, DEADLINE, 'a non-OK level')
-    assert 'invalid focal lengths' in watcher.latest['/depth_node'].message  # the latest error, on /diagnostics
+    client.wait_for(lambda: watcher.latest(node='/depth_node').level != Level.OK, DEADLINE, 'a non-OK level')
+    assert 'invalid focal lengths' in watcher.latest(node='/depth_node').message  # the latest error, on /diagnostics
     assert 'non-finite cx=nan' in procs['depth'].log.read_text()  # the log is throttled: the first one
 
 
@@ -337,16 +318,16 @@ def test_unstamped_frames_are_refused_with_their_own_reason(nodes):
     info_pub = client.node.create_publisher(CameraInfo, '/camera_info', RELIABLE)
     image_pub = client.node.create_publisher(Image, '/image', RELIABLE)
     wait_for_reliable_subscribers(client, ['/camera_info', '/image'])
-    refused = watcher.count('/training_node', 'skipped_unstamped')
+    refused = watcher.count('skipped_unstamped', '/training_node')
 
     def publish_and_count():  # camera_info with each frame: one that overtakes it counts as before camera_info
         info_pub.publish(camera_info(width=192, height=64, fx=100.0, cx=96.0, fy=100.0, cy=32.0))
         image_pub.publish(Image(header=Header(frame_id='camera'), height=64, width=192, encoding='rgb8',
                                 step=192 * 3, data=bytes(64 * 192 * 3)))
         time.sleep(0.1)
-        return watcher.count('/training_node', 'skipped_unstamped') >= refused + 5
+        return watcher.count('skipped_unstamped', '/training_node') >= refused + 5
     client.wait_for(publish_and_count, DEADLINE, 'five unstamped frames refused')
-    client.wait_for(lambda: 'unstamped image refused' in watcher.latest['/training_node'].message, DEADLINE,
+    client.wait_for(lambda: 'unstamped image refused' in watcher.latest(node='/training_node').message, DEADLINE,
                     'the reason on /diagnostics')
-    assert watcher.latest['/training_node'].level != DiagnosticStatus.OK
+    assert watcher.latest(node='/training_node').level != Level.OK
     assert 'refusing image messages stamped 0' in procs['training'].log.read_text()

@@ -1,5 +1,5 @@
 """Training core: triplet accumulation from streams, replay buffer bounds, trainer step."""
-import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -258,12 +258,11 @@ def test_held_out_score_sees_the_depth_scale_that_the_photometric_loss_cannot():
     start = trainer.weights()
 
     def score(depth_factor: float, translation_factor: float = 1.0):
-        weights = copy.deepcopy(start)
-        weights['depth_scale'] = start['depth_scale'] * metric_scale * depth_factor
         pose = PoseNet()
-        pose.load_state_dict(start['pose_net'])
+        pose.load_state_dict(start.pose_net)
         pose.scale_translations(translation_factor)
-        weights['pose_net'] = pose.state_dict()
+        weights = dataclasses.replace(start, depth_scale=start.depth_scale * metric_scale * depth_factor,
+                                      pose_net=pose.state_dict())
         return trainer.evaluate(held, weights)
 
     metric = score(1.0)

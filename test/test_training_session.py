@@ -158,12 +158,12 @@ def test_trainer_state_round_trip(tmp_path, kitti):
     session = session_for(tmp_path, kitti)
     for _ in range(2):
         session.step()
-    state = session.trainer.state_dict()
+    state = session.trainer.state()
     session.step()
-    session.trainer.load_state_dict(state)
+    session.trainer.restore(state)
     assert session.step_count == 2
     restored = session.trainer.optimizer.state_dict()['state'][0]['exp_avg']
-    assert torch.equal(restored, state['optimizer']['state'][0]['exp_avg'])
+    assert torch.equal(restored, state.optimizer['state'][0]['exp_avg'])
 
 
 def test_learning_rate_follows_where_the_weights_come_from(tmp_path):

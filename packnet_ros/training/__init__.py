@@ -3,8 +3,8 @@ from packnet_ros.data.stream import NEIGHBOURS, SpeedTrack, Triplet, TripletAccu
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession, Validation
-from packnet_ros.training.trainer import HeldOutScore, Trainer, TrainerConfig
+from packnet_ros.training.trainer import HeldOutScore, Trainer, TrainerConfig, TrainerState, Weights
 
 __all__ = ['NEIGHBOURS', 'CheckpointDirectory', 'HeldOutScore', 'ReplayBuffer', 'SessionConfig', 'SpeedTrack',
            'StepResult', 'Trainer', 'TrainerConfig', 'TrainingSession', 'Triplet', 'TripletAccumulator', 'TripletRules',
-           'Validation']
+           'TrainerState', 'Validation', 'Weights']

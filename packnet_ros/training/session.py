@@ -27,7 +27,15 @@ from packnet_ros.options import option, redefault
 from packnet_ros.training import distributed
 from packnet_ros.training.buffer import ReplayBuffer
 from packnet_ros.training.checkpoint_dir import CheckpointDirectory
-from packnet_ros.training.trainer import HeldOutScore, StepInterrupted, Trainer, TrainerConfig, forward_motion
+from packnet_ros.training.trainer import (
+    HeldOutScore,
+    StepInterrupted,
+    Trainer,
+    TrainerConfig,
+    TrainerState,
+    Weights,
+    forward_motion,
+)
 
 EMA = 0.05  # weight of the newest step in the running loss
 # Learning rates the curves chose (DEVELOPERS.md): from random weights 2e-4 is too slow for the
@@ -182,7 +190,7 @@ class TrainingSession:
         self.saved_ema = math.nan  # running loss when the last checkpoint was saved
         self.saved_step = self.trainer.step_count  # what is on disk already (resumed, or nothing learnt)
         # The model to beat: what the session started from, then each announced checkpoint.
-        self.announced_weights: dict = self.trainer.weights()
+        self.announced_weights: Weights = self.trainer.weights()
         self._last_save = self._window_start = time.monotonic()
         self._window_steps = 0
 
@@ -220,9 +228,9 @@ class TrainingSession:
 
     @staticmethod
     def _restore(trainer: Trainer, ckpt: Checkpoint, log: logging.Logger) -> None:
-        unusable = trainer.load_state_dict({'depth_net': ckpt.depth_state, 'pose_net': ckpt.pose_state
-                                            or trainer.pose_net.state_dict(), 'optimizer': ckpt.optimizer,
-                                            'step': ckpt.step, 'min_depth': ckpt.min_depth})
+        weights = Weights(ckpt.depth_state, ckpt.pose_state or trainer.pose_net.state_dict(), ckpt.min_depth,
+                          trainer.depth_net.depth_scale)
+        unusable = trainer.restore(TrainerState(weights, ckpt.optimizer, ckpt.step))
         if unusable:
             log.warning(f'{ckpt.path}: optimizer moments start afresh, the saved ones cannot be used: {unusable}')
 

@@ -45,6 +45,27 @@ def forward_motion(metres: float) -> list[tuple[float, float, float]]:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """Both networks' parameters with the learnt global scales folded in: what the session
+    announces, goes back to, and scores candidates against."""
+
+    depth_net: dict[str, torch.Tensor]
+    pose_net: dict[str, torch.Tensor]
+    min_depth: float
+    depth_scale: float
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """What a resumed run needs: the weights, the optimizer's moments (None: start afresh) and
+    the step the schedules are at."""
+
+    weights: Weights
+    optimizer: dict | None
+    step: int
+
+
+@dataclass(frozen=True)
 class HeldOutScore:
     """How well a set of weights explains held-out triplets.
 
@@ -308,31 +329,31 @@ class Trainer:
             self.log_depth_scale.zero_()
             self.log_translation_scale.zero_()
 
-    def state_dict(self) -> dict:
+    def state(self) -> TrainerState:
         """Everything a resumed run needs: weights (learnt scales folded in), optimizer moments and
         the step the schedules (LR and velocity warm-up) are at. Tensors are copies, safe to keep."""
-        return {**self.weights(), 'optimizer': copy.deepcopy(self.optimizer.state_dict()), 'step': self.step_count}
+        return TrainerState(self.weights(), copy.deepcopy(self.optimizer.state_dict()), self.step_count)
 
-    def load_state_dict(self, state: dict) -> str | None:
-        """Restore what state_dict() returned (or the same pieces read from a checkpoint).
+    def restore(self, state: TrainerState) -> str | None:
+        """Restore what state() returned (or the same pieces read from a checkpoint).
 
         Only the optimizer's moments are restored, never its hyperparameters: learning rates,
         betas and the rest come from this trainer's config (a resumed run takes changed
         settings, and a poisoned lr in a file cannot reach a step). Moments that do not suit
         these networks start afresh; the reason is returned (None when restored or absent)."""
-        self._use({'min_depth': self.depth_net.min_depth, 'depth_scale': self.depth_net.depth_scale, **state})
-        self.step_count = int(state['step'])
-        if not state.get('optimizer'):
+        self._use(state.weights)
+        self.step_count = state.step
+        if not state.optimizer:
             return None
         current = self.optimizer.state_dict()
-        reason = unusable_moments(state['optimizer'], current['param_groups'], self._parameter_shapes())
+        reason = unusable_moments(state.optimizer, current['param_groups'], self._parameter_shapes())
         if reason is None:
-            self.optimizer.load_state_dict({'state': state['optimizer']['state'],
+            self.optimizer.load_state_dict({'state': state.optimizer['state'],
                                             'param_groups': current['param_groups']})
         return reason
 
-    def reset(self, weights: dict) -> None:
-        """Back to `weights` (as weights() returned them) with fresh optimizer moments."""
+    def reset(self, weights: Weights) -> None:
+        """Back to `weights` with fresh optimizer moments."""
         self._use(weights)
         self.optimizer.state.clear()
 
@@ -341,19 +362,18 @@ class Trainer:
         params = [p for group in self.optimizer.param_groups for p in group['params']]
         return {i: p.shape for i, p in enumerate(params)}
 
-    def weights(self) -> dict:
+    def weights(self) -> Weights:
         """Copies of both networks' weights with the learnt scales folded in (to compare
         candidates on held-out data)."""
         self.fold_scales()
-        return {'depth_net': copy.deepcopy(self.depth_net.state_dict()),
-                'pose_net': copy.deepcopy(self.pose_net.state_dict()),
-                'min_depth': self.depth_net.min_depth, 'depth_scale': self.depth_net.depth_scale}
+        return Weights(copy.deepcopy(self.depth_net.state_dict()), copy.deepcopy(self.pose_net.state_dict()),
+                       self.depth_net.min_depth, self.depth_net.depth_scale)
 
-    def _use(self, weights: dict) -> None:
-        self.depth_net.load_state_dict(weights['depth_net'])
-        self.pose_net.load_state_dict(weights['pose_net'])
-        self.depth_net.set_min_depth(weights['min_depth'])
-        self.depth_net.depth_scale = weights['depth_scale']
+    def _use(self, weights: Weights) -> None:
+        self.depth_net.load_state_dict(weights.depth_net)
+        self.pose_net.load_state_dict(weights.pose_net)
+        self.depth_net.set_min_depth(weights.min_depth)
+        self.depth_net.depth_scale = weights.depth_scale
         with torch.no_grad():
             self.log_depth_scale.zero_()
             self.log_translation_scale.zero_()
@@ -368,7 +388,7 @@ class Trainer:
         with torch.no_grad():
             return bool(torch.isfinite(inv2depth(self.depth_net(target))).all())
 
-    def evaluate(self, triplets: list[Triplet], weights: dict | None = None) -> HeldOutScore | None:
+    def evaluate(self, triplets: list[Triplet], weights: Weights | None = None) -> HeldOutScore | None:
         """How well the live networks, or `weights` (from weights(); the live ones are restored
         afterwards), explain held-out triplets (train-mode networks, no update); None without any."""
         if not triplets:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -17,6 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from packnet_ros.data.bag import TYPESTORE
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher, NodeStatus
 from packnet_ros.ros.nodes.conversions import ConversionError, cloud_to_points, image_to_depth, image_to_rgb
 
 RECORD_PERIOD_S = 1.0  # outputs recorded at most this often, so the MCAP stays small
@@ -29,16 +29,19 @@ class RunRecord:
 
     depth_frames: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-    training: list[tuple[float, dict[str, str]]] = field(default_factory=list)
-    evaluator: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    training: list[NodeStatus] = field(default_factory=list)  # training_node's, oldest first
+    evaluator: list[NodeStatus] = field(default_factory=list)  # depth_evaluator's running metrics
     checkpoints: list[str] = field(default_factory=list)
     first_depth: tuple[np.ndarray, np.ndarray | None] | None = None  # (depth, camera image)
     last_depth: tuple[np.ndarray, np.ndarray | None] | None = None
     last_points: np.ndarray | None = None  # organised [h,w,4] x, y, z, rgb
 
-    def latest(self, kind: str) -> dict[str, str]:
-        series = self.training if kind == 'training' else self.evaluator
-        return series[-1][1] if series else {}
+    def steps(self) -> int:
+        """Training steps done, as training_node last said."""
+        return self.training[-1].count('step') if self.training else 0
+
+    def evaluated_frames(self) -> int:
+        return self.evaluator[-1].count('frames') if self.evaluator else 0
 
 
 def _stamp(msg) -> tuple[int, int]:
@@ -67,7 +70,7 @@ class Recorder(Node):
                                  lambda m: self.write(f'{namespace}/depth/camera_info', m), qos)
         self.create_subscription(String, f'{namespace}/checkpoint', lambda m: self.record.checkpoints.append(m.data),
                                  QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 50)
+        self.diagnostics = DiagnosticsWatcher(self, self.on_status)
 
     def write(self, topic: str, msg) -> None:
         """Write a message to the outputs bag, at most once per RECORD_PERIOD_S per topic."""
@@ -109,13 +112,11 @@ class Recorder(Node):
         self.record.last_points = cloud_to_points(msg).copy()
         self.write(f'{self.namespace}/points', msg)
 
-    def on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            values = {kv.key: kv.value for kv in status.values}
-            if status.name.endswith(': training'):
-                self.record.training.append((time.monotonic(), values))
-            elif status.name.endswith(': depth metrics'):
-                self.record.evaluator.append((time.monotonic(), values))
+    def on_status(self, status: NodeStatus) -> None:
+        if status.what == 'training':
+            self.record.training.append(status)
+        elif status.what == 'depth metrics':
+            self.record.evaluator.append(status)
 
     def close(self) -> None:
         with self.lock:

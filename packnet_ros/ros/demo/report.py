@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from packnet_ros.image import colorize_depth
-from packnet_ros.metrics import DepthMetrics
+from packnet_ros.metrics import DepthMetrics, Headline
 from packnet_ros.ros.demo.recorder import RunRecord
+from packnet_ros.ros.diagnostics_watcher import NodeStatus
 
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
@@ -80,7 +82,7 @@ def render_cloud(xyz: np.ndarray, rgb: np.ndarray, width: int = 800, height: int
     return image
 
 
-def plot_curves(path: str | Path, frames: list[dict], training: list[tuple[float, dict]], title: str) -> None:
+def plot_curves(path: str | Path, frames: list[dict], training: list[NodeStatus], title: str) -> None:
     """Per-frame metrics (rolling mean) and training curves over time, one PNG."""
     import matplotlib
     matplotlib.use('Agg')
@@ -102,11 +104,11 @@ def plot_curves(path: str | Path, frames: list[dict], training: list[tuple[float
     axes[1].set(xlabel='evaluated frame', ylabel='median(gt) / median(pred)', title='scale ratio (1 = metric)',
                 yscale='log')
     if training:
-        t0 = training[0][0]
-        times = [t - t0 for t, _ in training]
+        t0 = training[0].received
+        times = [status.received - t0 for status in training]
         for key, label in (('loss_ema', 'total (EMA)'), ('loss_photometric', 'photometric'),
                            ('loss_velocity', 'velocity')):
-            values = [float(d.get(key, 'nan')) for _, d in training]
+            values = [status.number(key) for status in training]
             axes[2].plot(times, values, label=label)
     axes[2].set(xlabel='seconds', ylabel='loss', title='online training', yscale='log')
     axes[2].legend()
@@ -127,39 +129,77 @@ def side_by_side(*images: np.ndarray) -> np.ndarray:
 METRIC_TOLERANCE = 0.10  # a depth whose scale is off by more is not called metric
 
 
-def verdict(first: dict, last: dict) -> str:
+def verdict(first: Headline, last: Headline) -> str:
     """One line a person can act on: 'metric' only when the last frames' scale is within
     METRIC_TOLERANCE of 1; the structure (median-scaled abs_rel) judged on its own."""
-    scale = last['scale_ratio']
-    ratio = last['abs_rel'] / last['abs_rel_median_scaled']
+    scale = last.scale_ratio
+    ratio = last.abs_rel / last.abs_rel_median_scaled
     if abs(scale - 1) <= METRIC_TOLERANCE:
         scale_words = (f'metric: scale {scale:.3f} (within {METRIC_TOLERANCE:.0%}), '
                        f'metric abs_rel {ratio:.2f}x the median-scaled')
     else:
-        closer = abs(np.log(scale)) < abs(np.log(first['scale_ratio']))
+        closer = abs(np.log(scale)) < abs(np.log(first.scale_ratio))
         scale_words = (f'NOT metric: scale {scale:.3f} (off by {abs(scale - 1):.0%}; '
-                       f'{"moved toward 1" if closer else "did NOT move toward 1"} from {first["scale_ratio"]:.3f})')
-    structure = last['abs_rel_median_scaled'] - first['abs_rel_median_scaled']
+                       f'{"moved toward 1" if closer else "did NOT move toward 1"} from {first.scale_ratio:.3f})')
+    structure = last.abs_rel_median_scaled - first.abs_rel_median_scaled
     structure_words = ('structure improved' if structure < 0 else 'structure did NOT improve') + \
-        f' (median-scaled abs_rel {first["abs_rel_median_scaled"]:.3f} -> {last["abs_rel_median_scaled"]:.3f})'
+        f' (median-scaled abs_rel {first.abs_rel_median_scaled:.3f} -> {last.abs_rel_median_scaled:.3f})'
     return f'{scale_words}; {structure_words}'
 
 
-def markdown(report: dict) -> str:
-    first, last = report['metrics_first'], report['metrics_last']
+@dataclass(frozen=True)
+class DemoSetup:
+    """What ran: the source drive or bag, the starting model and the budget."""
+
+    source: str
+    init: str
+    model: str
+    input_size: str
+    steps_budget: int
+    seconds_cap: float
+    stopped_by: str
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """What a demo run measured; report.json holds to_dict()."""
+
+    setup: DemoSetup
+    frames: int
+    duration_s: float
+    train_steps: int
+    checkpoints_announced: int
+    first: Headline  # the first evaluation window's metrics: the starting model
+    last: Headline  # the last window's: the trained model
+    overall: Headline
+    depth_fps: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+
+    def to_dict(self) -> dict:
+        """report.json's flat layout."""
+        return {**asdict(self.setup), 'frames': self.frames, 'duration_s': self.duration_s,
+                'train_steps': self.train_steps, 'checkpoints_announced': self.checkpoints_announced,
+                'metrics_first': self.first.to_dict(), 'metrics_last': self.last.to_dict(),
+                'metrics_all': self.overall.to_dict(), 'depth_fps': self.depth_fps,
+                'latency_ms_p50': self.latency_ms_p50, 'latency_ms_p95': self.latency_ms_p95}
+
+
+def markdown(report: DemoReport) -> str:
+    first, last, setup = report.first, report.last, report.setup
     rows = [('abs_rel (metric, no scaling)', 'abs_rel'), ('abs_rel (median-scaled)', 'abs_rel_median_scaled'),
             ('a1 (metric)', 'a1'), ('scale ratio median(gt)/median(pred)', 'scale_ratio')]
     lines = [
         '# packnet_ros demo report', '',
-        f'Source: `{report["source"]}`; online training from {report["init"]} ({report["model"]}, input '
-        f'{report["input_size"]}): {report["train_steps"]} of {report["steps_budget"]} steps in '
-        f'{report["duration_s"]:.0f} s (stopped by {report["stopped_by"]}; cap {report["seconds_cap"]:.0f} s).', '',
+        f'Source: `{setup.source}`; online training from {setup.init} ({setup.model}, input '
+        f'{setup.input_size}): {report.train_steps} of {setup.steps_budget} steps in '
+        f'{report.duration_s:.0f} s (stopped by {setup.stopped_by}; cap {setup.seconds_cap:.0f} s).', '',
         '| | first frames | last frames |', '| --- | --- | --- |',
-        *[f'| {name} | {first[key]:.3f} | {last[key]:.3f} |' for name, key in rows],
-        '', f'- evaluated frames: {report["frames"]}; training steps: {report["train_steps"]}; '
-            f'checkpoints announced: {report["checkpoints_announced"]}',
-        f'- depth node: {report["depth_fps"]:.1f} frames/s, latency p50 {report["latency_ms_p50"]:.0f} ms, '
-        f'p95 {report["latency_ms_p95"]:.0f} ms (image received -> depth received)',
+        *[f'| {name} | {getattr(first, key):.3f} | {getattr(last, key):.3f} |' for name, key in rows],
+        '', f'- evaluated frames: {report.frames}; training steps: {report.train_steps}; '
+            f'checkpoints announced: {report.checkpoints_announced}',
+        f'- depth node: {report.depth_fps:.1f} frames/s, latency p50 {report.latency_ms_p50:.0f} ms, '
+        f'p95 {report.latency_ms_p95:.0f} ms (image received -> depth received)',
         f'- verdict: {verdict(first, last)}',
         '', '![curves](curves.png)', '', '![first and last depth](depth_first.png) ![](depth_last.png)', '',
         '![point cloud](cloud.png)', '',
@@ -170,38 +210,27 @@ def markdown(report: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def summary_metrics(block: dict) -> dict:
+def headline(block: dict) -> Headline:
     """The headline numbers of a metrics block read from the evaluator's JSON."""
     return DepthMetrics.from_dict(block).summary()
 
 
-def write_report(out: Path, record: RunRecord, duration: float, setup: dict) -> dict:
-    """report.json/md, curves, depth images and the cloud from a finished run.
-
-    `setup` says what ran: source, init, model, input_size. The evaluator's evaluation.json
-    must be in `out`.
-    """
+def write_report(out: Path, record: RunRecord, duration: float, setup: DemoSetup) -> DemoReport:
+    """report.json/md, curves, depth images and the cloud from a finished run. The
+    evaluator's evaluation.json must be in `out`."""
     evaluation = json.loads((out / 'evaluation.json').read_text())
     summary = evaluation['summary']
     if not summary.get('frames'):
         raise RuntimeError('no frame was evaluated; see the logs')
     latencies = record.latencies_ms or [float('nan')]
-    report = {
-        **setup,
-        'frames': summary['frames'],
-        'duration_s': duration,
-        'train_steps': int(record.latest('training').get('step', 0)),
-        'checkpoints_announced': len(record.checkpoints),
-        'metrics_first': summary_metrics(summary['first']),
-        'metrics_last': summary_metrics(summary['last']),
-        'metrics_all': summary_metrics(summary['all']),
-        'depth_fps': record.depth_frames / duration,
-        'latency_ms_p50': float(np.median(latencies)),
-        'latency_ms_p95': float(np.percentile(latencies, 95)),
-    }
-    (out / 'report.json').write_text(json.dumps(report, indent=2))
+    report = DemoReport(setup, frames=summary['frames'], duration_s=duration, train_steps=record.steps(),
+                        checkpoints_announced=len(record.checkpoints), first=headline(summary['first']),
+                        last=headline(summary['last']), overall=headline(summary['all']),
+                        depth_fps=record.depth_frames / duration, latency_ms_p50=float(np.median(latencies)),
+                        latency_ms_p95=float(np.percentile(latencies, 95)))
+    (out / 'report.json').write_text(json.dumps(report.to_dict(), indent=2))
     plot_curves(out / 'curves.png', evaluation['frames'], record.training,
-                f'packnet_ros online training: {report["source"][:60]}')
+                f'packnet_ros online training: {setup.source[:60]}')
     for name, pair in (('depth_first', record.first_depth), ('depth_last', record.last_depth)):
         if pair is not None:
             depth, camera = pair

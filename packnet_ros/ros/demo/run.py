@@ -19,7 +19,7 @@ from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.synthetic import CameraRig
 from packnet_ros.model.checkpoints import load_checkpoint
 from packnet_ros.ros.demo.recorder import Recorder, RunRecord
-from packnet_ros.ros.demo.report import write_report
+from packnet_ros.ros.demo.report import DemoReport, DemoSetup, write_report
 from packnet_ros.ros.node_process import ClientNode, NodeProcess, ros_environment, start_node, stop_nodes
 from packnet_ros.ros.resources import config_dir, shipped_model
 
@@ -126,7 +126,7 @@ def start_nodes(cfg: Path, work: Path, logs: Path, options: DemoOptions, bag: Pa
     return procs
 
 
-def run_demo(options: DemoOptions) -> dict:
+def run_demo(options: DemoOptions) -> DemoReport:
     out, source = options.out, options.source
     out.mkdir(parents=True, exist_ok=True)
     work = out / 'work'
@@ -156,34 +156,35 @@ def run_demo(options: DemoOptions) -> dict:
                 raise RuntimeError(f'{", ".join(dead)} exited early; see {logs}')
             record, elapsed = recorder.record, time.monotonic() - start
             progress(record, elapsed)
-            if budget.done(int(record.latest('training').get('step', 0)),
-                           int(record.latest('evaluator').get('frames', 0)), elapsed):
+            if budget.done(record.steps(), record.evaluated_frames(), elapsed):
                 break
         duration = time.monotonic() - start
     finally:
         stop_nodes(list(procs.values()))
         client.close()
         recorder.close()
-    setup = {'source': source_text, 'steps_budget': options.steps, 'seconds_cap': options.max_seconds,
-             'stopped_by': budget.stopped_by, **describe_model(options)}
+    setup = DemoSetup(source_text, *describe_model(options), steps_budget=options.steps,
+                      seconds_cap=options.max_seconds, stopped_by=budget.stopped_by)
     return write_report(out, recorder.record, duration, setup)
 
 
-def describe_model(options: DemoOptions) -> dict:
+def describe_model(options: DemoOptions) -> tuple[str, str, str]:
+    """Where the model starts (init), what it is, and its input size, as the report says them."""
     checkpoint = options.start_checkpoint()
     training = {}
     for name in ('demo.yaml', 'demo_scratch.yaml') if options.from_scratch else ('demo.yaml',):
         training.update(yaml.safe_load((config_dir() / name).read_text())['/**/training_node']['ros__parameters'])
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return {'init': f'checkpoint {Path(checkpoint).name} (trained {ckpt.step} steps)',
-                'model': f'{ckpt.arch} width {ckpt.width:g}', 'input_size': f'{training["width"]}x{training["height"]}'}
-    return {'init': 'scratch (random weights)', 'model': f'{training["arch"]} width {training["model_width"]:g}',
-            'input_size': f'{training["width"]}x{training["height"]}'}
+        return (f'checkpoint {Path(checkpoint).name} (trained {ckpt.step} steps)', f'{ckpt.arch} width {ckpt.width:g}',
+                f'{training["width"]}x{training["height"]}')
+    return ('scratch (random weights)', f'{training["arch"]} width {training["model_width"]:g}',
+            f'{training["width"]}x{training["height"]}')
 
 
 def progress(record: RunRecord, elapsed: float) -> None:
-    train, ev = record.latest('training'), record.latest('evaluator')
-    print(f'  t={elapsed:4.0f}s  step {train.get("step", 0):>5}  loss {train.get("loss_ema", "nan")}  '
+    train = record.training[-1].values if record.training else {}
+    ev = record.evaluator[-1].values if record.evaluator else {}
+    print(f'  t={elapsed:4.0f}s  step {record.steps():>5}  loss {train.get("loss_ema", "nan")}  '
           f'depth frames {record.depth_frames}  abs_rel(last) {ev.get("last_abs_rel", "-")}  '
           f'scale(last) {ev.get("last_scale_ratio", "-")}', flush=True)

@@ -68,7 +68,7 @@ def test_official_checkpoint_loads_without_its_classes_and_gives_parity(tmp_path
     assert (out - fixture['PackNetSlim01']['eval_inv_depth']).abs().max() < 1e-4
     assert (pose - fixture['PoseNet']['pose_vec']).abs().max() < 1e-4
     ckpt = load_checkpoint(path)
-    assert (ckpt.arch, ckpt.version, ckpt.width, ckpt.format) == ('PackNetSlim01', '1A', 1.0, 'packnet-sfm')
+    assert (ckpt.arch, ckpt.version, ckpt.model_width, ckpt.format) == ('PackNetSlim01', '1A', 1.0, 'packnet-sfm')
 
 
 def test_official_packnet01_depth_only(tmp_path):
@@ -87,7 +87,7 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path):
     path = save_checkpoint(tmp_path / 'step10.ckpt', depth_net, pose_net, step=10, input_size=(96, 320),
                            optimizer=optimizer.state_dict(), extra={'loss': 0.25})
     ckpt = load_checkpoint(path)
-    assert ckpt.step == 10 and ckpt.arch == 'PackNetSlim01' and ckpt.width == 0.25
+    assert ckpt.step == 10 and ckpt.arch == 'PackNetSlim01' and ckpt.model_width == 0.25
     assert ckpt.input_size == (96, 320)
     loaded, loaded_pose = load_networks(path)
     x = torch.rand(1, 3, 64, 96)

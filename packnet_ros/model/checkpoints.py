@@ -335,7 +335,7 @@ class Checkpoint:
     format: str
     arch: str
     version: str
-    width: float
+    model_width: float  # the networks' channel factor (the file's 'width'), not pixels
     depth_state: dict[str, torch.Tensor]
     pose_state: dict[str, torch.Tensor] | None = None
     nb_ref_imgs: int | None = None
@@ -350,7 +350,7 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        return f'{self.arch}(width={self.width:g}) {self.path.name}'
+        return f'{self.arch}(width={self.model_width:g}) {self.path.name}'
 
     def networks(self) -> tuple[PackNet, PoseNet | None]:
         """Build and fill the networks (eval mode); the pose network only if the file has one."""
@@ -362,7 +362,7 @@ class Checkpoint:
             raise CheckpointError(f'{self.path}: its networks cannot be built: {exc!r}') from exc
 
     def _networks(self) -> tuple[PackNet, PoseNet | None]:
-        depth_net = build_depth_net(self.arch, self.width, self.version, self.min_depth)
+        depth_net = build_depth_net(self.arch, self.model_width, self.version, self.min_depth)
         depth_net.depth_scale = self.depth_scale
         _load_state(depth_net, self.depth_state, self.path, 'depth')
         pose_net = None
@@ -376,7 +376,7 @@ class Checkpoint:
 def _ours(ckpt: dict, path: Path) -> Checkpoint:
     _check_ours(ckpt, path)
     return Checkpoint(
-        path=path, format=FORMAT, arch=ckpt['arch'], version=ckpt['version'], width=float(ckpt['width']),
+        path=path, format=FORMAT, arch=ckpt['arch'], version=ckpt['version'], model_width=float(ckpt['width']),
         depth_state=_check_state(ckpt['depth_net'], path, 'depth'),
         pose_state=_check_state(ckpt['pose_net'], path, 'pose') if ckpt['pose_net'] is not None else None,
         nb_ref_imgs=ckpt['nb_ref_imgs'], input_size=tuple(ckpt['input_size']) if ckpt['input_size'] else None,
@@ -404,7 +404,7 @@ def _official(ckpt: Any, path: Path) -> Checkpoint:
         nb_ref_imgs = _check_range(path, 'nb_ref_imgs (from pose_pred\'s shape)',
                                    pose['pose_pred.weight'].shape[0] // 6, 1, MAX_REF_IMAGES)
     step = ckpt.get('global_step', 0)
-    return Checkpoint(path=path, format='packnet-sfm', arch=arch, version=version, width=width,
+    return Checkpoint(path=path, format='packnet-sfm', arch=arch, version=version, model_width=width,
                       depth_state=depth, pose_state=_check_state(pose, path, 'pose') if pose else None,
                       nb_ref_imgs=nb_ref_imgs,
                       step=step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= MAX_STEP

@@ -176,8 +176,8 @@ def describe_model(options: DemoOptions) -> tuple[str, str, str]:
         training.update(yaml.safe_load((config_dir() / name).read_text())['/**/training_node']['ros__parameters'])
     if checkpoint:
         ckpt = load_checkpoint(checkpoint)
-        return (f'checkpoint {Path(checkpoint).name} (trained {ckpt.step} steps)', f'{ckpt.arch} width {ckpt.width:g}',
-                f'{training["width"]}x{training["height"]}')
+        return (f'checkpoint {Path(checkpoint).name} (trained {ckpt.step} steps)',
+                f'{ckpt.arch} width {ckpt.model_width:g}', f'{training["width"]}x{training["height"]}')
     return ('scratch (random weights)', f'{training["arch"]} width {training["model_width"]:g}',
             f'{training["width"]}x{training["height"]}')
 

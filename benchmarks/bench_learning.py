@@ -83,7 +83,8 @@ def kitti_drive(path: Path, name: str, height: int = 96, width: int = 320, batch
     """A real drive as `packnet-ros train` sees it (the offline planner's triplets, batch 4),
     evaluated on every frame against lidar (Garg crop, 80 m), as `packnet-ros eval` does."""
     planned = DriveTriplets(path, height, width, rules=TripletRules(stride=stride, context_distance=context_distance))
-    print(f'{name}: {len(planned)} triplets, skipped {dict(planned.skipped)}', flush=True)
+    skipped = {str(reason): count for reason, count in planned.skipped.items()}
+    print(f'{name}: {len(planned)} triplets, skipped {skipped}', flush=True)
     triplets = [planned[i] for i in range(len(planned))]
     drv = planned.drive
     small, gts = [], []

@@ -38,7 +38,7 @@ from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.data.triplets import DriveTriplets
 from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.image import read_rgb
+from packnet_ros.image import read_rgb, rgb_to_tensor
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.model.checkpoints import load_networks
@@ -83,7 +83,8 @@ def kitti_drive(path: Path, name: str, height: int = 96, width: int = 320, batch
     """A real drive as `packnet-ros train` sees it (the offline planner's triplets, batch 4),
     evaluated on every frame against lidar (Garg crop, 80 m), as `packnet-ros eval` does."""
     planned = DriveTriplets(path, height, width, rules=TripletRules(stride=stride, context_distance=context_distance))
-    print(f'{name}: {len(planned)} triplets, skipped {dict(planned.skipped)}', flush=True)
+    skipped = {str(reason): count for reason, count in planned.skipped.items()}
+    print(f'{name}: {len(planned)} triplets, skipped {skipped}', flush=True)
     triplets = [planned[i] for i in range(len(planned))]
     drv = planned.drive
     small, gts = [], []
@@ -117,7 +118,7 @@ def evaluate(trainer: Trainer, data: Dataset) -> dict:
     for rgb, gt in zip(data.eval_rgb, data.eval_gt):
         if gt is None:
             continue
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(trainer.device)
+        x = rgb_to_tensor(rgb, trainer.device)[None]
         depth = (trainer.depth_scale() / net(x))[0, 0].float().cpu().numpy()  # not yet folded: applied here
         results.append(image_metrics(gt, depth, min_depth=1e-3, max_depth=80.0, crop=data.crop))
     results = [r for r in results if r is not None]

@@ -242,7 +242,7 @@ def test_distorted_frames_are_rectified_before_training(tmp_path):
             node.on_image(Image(header=Header(stamp=to_time(view.stamp), frame_id='cam'), height=128, width=384,
                                 encoding='rgb8', step=384 * 3, data=np.ascontiguousarray(distorted).tobytes()))
         triplets = list(node.session.buffer.items)
-        assert triplets, dict(node.accumulator.skipped)
+        assert triplets, dict(node.stream.skipped)
         np.testing.assert_allclose(node.session.trainer.K.numpy(), scale_intrinsics(P[:, :3], W / 384, H / 128),
                                    rtol=1e-6)
         # what the rectified camera sees: the view re-rendered through P, at training size

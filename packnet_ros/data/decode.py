@@ -1,4 +1,5 @@
-"""Image and camera_info messages -> arrays, without ROS: rclpy's messages and rosbags' alike.
+"""Image, camera_info, stamp and speed messages -> arrays and numbers, without ROS: rclpy's
+messages and rosbags' alike.
 
 Raw images are viewed with np.frombuffer (no copy) and only copied when a colour conversion
 or a row stride forces it. Every refusal is a ConversionError that says what is wrong.
@@ -6,6 +7,7 @@ or a row stride forces it. Every refusal is a ConversionError that says what is 
 from __future__ import annotations
 
 import io
+import math
 
 import cv2
 import numpy as np
@@ -153,3 +155,15 @@ def calibration_of(info) -> Calibration:
     except ValueError as exc:
         raise ConversionError(f'camera_info: {exc}') from exc
     return calibration
+
+
+def stamp_seconds(header) -> float:
+    """A std_msgs/Header's stamp in seconds."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def speed_of(msg) -> float:
+    """Speed (m/s) of an Odometry, TwistStamped or TwistWithCovarianceStamped message."""
+    twist = msg.twist.twist if hasattr(msg.twist, 'covariance') else msg.twist
+    v = twist.linear
+    return math.hypot(v.x, v.y, v.z)  # no overflow for huge components: those are refused as invalid

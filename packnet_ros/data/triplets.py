@@ -2,26 +2,24 @@
 
 A drive folder is planned up front (which frames make triplets, and the distances between
 them, from OXTS speed) and its images are read lazily, one triplet per item, so a data set
-of many drives needs no more memory than a batch. A bag is replayed through the same
-TripletAccumulator the online node uses, so the speed behind each triplet comes from the
-same integration.
+of many drives needs no more memory than a batch, by the rules (TripletRules, SpeedTrack,
+choose_context, NetworkSize) the online stream applies. A bag is replayed through the
+TripletStream the online node feeds, so its triplets are the ones the node would make.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from packnet_ros.data.decode import ConversionError, calibration_of, to_rgb
+from packnet_ros.data.camera_stream import TripletStream
+from packnet_ros.data.decode import calibration_of, speed_of, stamp_seconds, to_rgb
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, read_split
-from packnet_ros.data.stream import SpeedTrack, Triplet, TripletAccumulator, TripletRules, choose_context
-from packnet_ros.geometry import RectifierCache, scale_intrinsics
+from packnet_ros.data.stream import NetworkSize, Skip, SpeedTrack, Triplet, TripletRules, choose_context
 from packnet_ros.image import read_rgb
 
 
@@ -33,14 +31,14 @@ class PlannedTriplet:
 
 
 def plan_triplets(stamps: list[float], speed_samples: list[tuple[float, float]], rules: TripletRules | None = None
-                  ) -> tuple[list[PlannedTriplet], Counter]:
-    """Triplets a recorded drive offers, with the online accumulator's rules (speed coverage,
-    frame gaps, context choice, static context) and the same skip reasons; by distance, also
-    the targets the online window cannot centre (the first and last `stride` frames)."""
+                  ) -> tuple[list[PlannedTriplet], Counter[Skip]]:
+    """Triplets a recorded drive offers, with the online stream's rules (speed coverage, frame
+    gaps, context choice, static context) and the same skip reasons; by distance, also the
+    targets the online window cannot centre (the first and last `stride` frames)."""
     rules = rules or TripletRules()
     stride = rules.stride
-    track = SpeedTrack(max_samples=len(speed_samples) + 1, max_speed=rules.max_speed)
-    skipped: Counter[str] = Counter()
+    track = SpeedTrack.for_rules(rules, max_samples=len(speed_samples) + 1)
+    skipped: Counter[Skip] = Counter()
     for stamp, speed in sorted(speed_samples):
         reason = track.add(stamp, speed)
         if reason:
@@ -50,16 +48,15 @@ def plan_triplets(stamps: list[float], speed_samples: list[tuple[float, float]],
     edge = 1 if rules.context_distance > 0 else stride
     for i in range(edge, len(stamps) - edge):
         reach = (min(stride, i), min(stride, len(stamps) - 1 - i))
-        window = stamps[i - reach[0]:i + reach[1] + 1]
-        if np.max(np.diff(window)) > rules.max_frame_gap or np.min(np.diff(window)) <= 0:
-            skipped['gap'] += 1
+        if rules.broken(stamps[i - reach[0]:i + reach[1] + 1]):
+            skipped[Skip.GAP] += 1
             continue
-        offsets, distances, reason = choose_context(
-            lambda offset: track.distance(stamps[i], stamps[i + offset]), rules, reach)
-        if reason:
-            skipped['no_speed' if reason == 'pending' else reason] += 1
+        context = choose_context(track, stamps, i, rules, reach)
+        if context.skip:
+            skipped[Skip.NO_SPEED if context.skip is Skip.PENDING else context.skip] += 1  # offline, none is coming
         else:
-            plans.append(PlannedTriplet((i + offsets[0], i, i + offsets[1]), distances, stamps[i]))
+            previous, following = context.offsets
+            plans.append(PlannedTriplet((i + previous, i, i + following), context.distances, stamps[i]))
     return plans, skipped
 
 
@@ -70,23 +67,21 @@ class DriveTriplets(Dataset):
                  rules: TripletRules | None = None, targets: set[int] | None = None):
         """targets: frame numbers allowed as triplet targets (a split file's), None for all."""
         self.drive = KittiDrive(drive_dir, camera)
-        self.size = (height, width)
+        self.size = NetworkSize(height, width)
         stamps = self.drive.stamps()
         samples = [(p.stamp, p.speed) for p in self.drive.oxts()]
         self.plans, self.skipped = plan_triplets(stamps, samples, rules)
         if targets is not None:
             self.plans = [p for p in self.plans if self.drive.frames[p.frames[1]] in targets]
         image_h, image_w = read_rgb(self.drive.image_path(self.drive.frames[0])).shape[:2]
-        self.K = scale_intrinsics(self.drive.intrinsics(), width / image_w, height / image_h)
+        self.K = self.size.intrinsics(self.drive.intrinsics(), image_w, image_h)
 
     def __len__(self) -> int:
         return len(self.plans)
 
     def __getitem__(self, index: int) -> Triplet:
         plan = self.plans[index]
-        h, w = self.size
-        images = [cv2.resize(read_rgb(self.drive.image_path(self.drive.frames[f])), (w, h),
-                             interpolation=cv2.INTER_AREA) for f in plan.frames]
+        images = [self.size.fit(read_rgb(self.drive.image_path(self.drive.frames[f]))) for f in plan.frames]
         return Triplet(np.stack(images), np.array(plan.distances, np.float32), plan.stamp, self.K)
 
     def ground_truth(self, index: int) -> np.ndarray | None:
@@ -114,16 +109,10 @@ class BagTopics:
     speed: str = '/kitti/odom'  # nav_msgs/Odometry, TwistStamped or TwistWithCovarianceStamped
 
 
-def speed_of(msg) -> float:
-    """Speed (m/s) of an Odometry, TwistStamped or TwistWithCovarianceStamped message."""
-    twist = msg.twist.twist if hasattr(msg.twist, 'covariance') else msg.twist
-    v = twist.linear
-    return math.hypot(v.x, v.y, v.z)  # no overflow for huge components: those are refused as invalid
-
-
 def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | None = None,
-                 rules: TripletRules | None = None) -> tuple[list[Triplet], Counter]:
-    """Replay a rosbag2 (mcap or sqlite3) through the online accumulator; frames at network size."""
+                 rules: TripletRules | None = None) -> tuple[list[Triplet], Counter[Skip]]:
+    """Replay a rosbag2 (mcap or sqlite3) through the online TripletStream: frames at network
+    size, rectified where the camera is distorted, each with its intrinsics."""
     from packnet_ros.data.bag import deserialize, read_messages, topics_of
 
     topics = topics or BagTopics()
@@ -131,39 +120,17 @@ def bag_triplets(bag: str | Path, height: int, width: int, topics: BagTopics | N
     missing = [t for t in (topics.image, topics.camera_info, topics.speed) if t not in available]
     if missing:
         raise ValueError(f'{bag} lacks {missing}; it has: ' + ', '.join(f'{t} ({m})' for t, m in available.items()))
-    acc = TripletAccumulator(height, width, rules)
-    triplets, K, image_size, skipped = [], None, None, Counter()
-    rectifiers, rectifier = RectifierCache(), None  # distorted cameras train on rectified frames, as online
+    stream = TripletStream(height, width, rules, carry_intrinsics=True)
+    triplets = []
     for topic, msgtype, _, raw in read_messages(bag, [topics.image, topics.camera_info, topics.speed]):
         msg = deserialize(raw, msgtype)
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         if topic == topics.camera_info:
-            try:
-                rectifier = rectifiers.get(calibration_of(msg))
-            except ConversionError:
-                skipped['camera_info_rejected'] += 1
-                continue
-            image_size = (msg.width, msg.height)
-            K = scale_intrinsics(rectifier.K, width / msg.width, height / msg.height)
+            stream.set_camera(lambda: calibration_of(msg))
         elif topic == topics.speed:
-            triplets += [_with(t, K) for t in acc.add_speed(stamp, speed_of(msg))]
-        elif K is None:
-            skipped['no_camera_info'] += 1
+            triplets += stream.add_speed(stamp_seconds(msg.header), speed_of(msg))
         else:
-            try:
-                rgb = to_rgb(msg)
-            except ConversionError:
-                skipped['bad_image'] += 1
-                continue
-            if (rgb.shape[1], rgb.shape[0]) != image_size:
-                skipped['bad_image'] += 1
-                continue
-            triplets += [_with(t, K) for t in acc.add_frame(stamp, rectifier.rectify(rgb))]
-    return triplets, skipped + acc.skipped
-
-
-def _with(triplet: Triplet, K: np.ndarray) -> Triplet:
-    return Triplet(triplet.images, triplet.distances, triplet.stamp, K)
+            triplets += stream.add_frame(stamp_seconds(msg.header), lambda: to_rgb(msg))
+    return triplets, stream.skipped
 
 
 def split_triplets(split: str | Path, height: int, width: int, rules: TripletRules | None = None

@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subs
 
 from packnet_ros.data.stream import TripletRules
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, open_source
-from packnet_ros.image import colorize_depth
+from packnet_ros.image import colorize_depth, rgb_to_tensor
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.training import distributed
 from packnet_ros.training.session import SessionConfig, StepResult, TrainingSession
@@ -97,8 +97,8 @@ class HeldOut:
         try:
             per_image, first = [], None
             for triplet, gt in zip(self.triplets, self.ground_truth):
-                target = torch.from_numpy(triplet.images[1]).permute(2, 0, 1)[None].float().div(255)
-                depth = (1.0 / net(target.to(session.device)).clamp(min=1e-6))[0, 0].float().cpu().numpy()
+                target = rgb_to_tensor(triplet.images[1], session.device)[None]
+                depth = (1.0 / net(target).clamp(min=1e-6))[0, 0].float().cpu().numpy()
                 first = depth if first is None else first
                 if gt is not None:
                     per_image.append(image_metrics(gt, depth, min_depth=1e-3, max_depth=80.0, crop='garg'))

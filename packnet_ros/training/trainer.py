@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from packnet_ros.data.stream import Triplet
 from packnet_ros.geometry import inv2depth, pose_vec_to_mat
+from packnet_ros.image import rgb_to_tensor
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.metrics import hole_fraction
 from packnet_ros.networks import PackNet, PoseNet
@@ -29,8 +30,7 @@ class StepInterrupted(Exception):
 def triplets_to_batch(triplets: list[Triplet], device: torch.device):
     """-> target [B,3,h,w], context 2 x [B,3,h,w] in [0,1], distances [B,2], intrinsics [B,3,3]
     (None unless every triplet carries its own)."""
-    images = torch.from_numpy(np.stack([t.images for t in triplets])).to(device)  # [B,3,h,w,3]
-    images = images.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    images = rgb_to_tensor(np.stack([t.images for t in triplets]), device)  # [B,3,3,h,w]
     distances = torch.from_numpy(np.stack([t.distances for t in triplets])).to(device)
     K = None
     if all(t.intrinsics is not None for t in triplets):

@@ -1,8 +1,9 @@
 """training_node: fine-tune depth on the robot from frame triplets and measured speed.
 
-Callbacks convert and accumulate (image + speed -> triplet -> training session); a trainer
-thread steps the session and announces on `checkpoint` the checkpoints it validates, for
-the depth node to hot-reload. The policy (resume, rollback, saving, validation) lives in
+Callbacks turn messages into plain numbers for a TripletStream (camera_info, image, speed ->
+triplets, by the rules offline training shares) and hand its triplets to the training
+session; a trainer thread steps the session and announces on `checkpoint` the checkpoints
+it validates, for the depth node to hot-reload. The policy (resume, rollback, saving, validation) lives in
 packnet_ros.training.session.
 """
 from __future__ import annotations
@@ -20,19 +21,19 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
 
-from packnet_ros.data.triplets import speed_of
-from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.geometry.distortion import Rectifier, RectifierCache
+from packnet_ros.data.camera_stream import TripletStream
+from packnet_ros.data.decode import speed_of, stamp_seconds
+from packnet_ros.data.stream import Skip, TripletRules
 from packnet_ros.model.checkpoints import CheckpointError
-from packnet_ros.ros.nodes.conversions import ConversionError, calibration_of, to_rgb
+from packnet_ros.ros.nodes.conversions import calibration_of, to_rgb
 from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
 from packnet_ros.ros.nodes.parameters import Param, declare_parameters, params_of
 from packnet_ros.ros.nodes.runner import join_until, run
 from packnet_ros.ros.resources import output_dir
-from packnet_ros.training import SessionConfig, TrainingSession, TripletAccumulator, TripletRules
+from packnet_ros.training import SessionConfig, TrainingSession
 
 WARN_PERIOD_S = 5.0
 TRAINER_RETRY_S = 1.0
@@ -56,18 +57,15 @@ PARAMETERS = {
     'qos_depth': Param(10, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
                        high=1000),
 }
-
-
-def stamp_seconds(header: Header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+# The stream's input refusals, always on /diagnostics and under these names (rule skips are
+# reported as skipped_<reason> once they happen).
+INPUT_DIAGNOSTICS = {Skip.NO_CAMERA_INFO: 'skipped_no_camera_info', Skip.BAD_IMAGE: 'bad_images',
+                     Skip.CAMERA_INFO_REJECTED: 'camera_info_rejected'}
 
 
 @dataclass
 class Counters:
     frames: int = 0
-    no_camera_info: int = 0
-    bad_images: int = 0
-    camera_info_rejected: int = 0
     trainer_errors: int = 0  # raised out of a step: the trainer thread logged it and went on
 
 
@@ -81,10 +79,8 @@ class TrainingNode(Node):
         self.session = TrainingSession(SessionConfig.from_mapping({**p, 'checkpoint_dir': folder}),
                                        logger=self.get_logger())
         # Touched by callbacks only, and the executor runs them one at a time: no lock needed.
-        self.accumulator = TripletAccumulator(p['height'], p['width'], TripletRules.from_mapping(p))
-        self.rectifiers = RectifierCache()
-        self.rectifier: Rectifier | None = None
-        self.image_size: tuple[int, int] | None = None
+        self.stream = TripletStream(p['height'], p['width'], TripletRules.from_mapping(p),
+                                    rectify=not p['input_rectified'])
         self.counters = Counters()
         self.health = Health()
 
@@ -106,39 +102,34 @@ class TrainingNode(Node):
     # ---------------------------------------------------------------- input
 
     def on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            rectifier = self.rectifiers.get(calibration_of(msg))
-        except ConversionError as exc:
-            self.counters.camera_info_rejected += 1
-            self.health.error(f'camera_info: {exc}')
-            self.get_logger().warn(f'dropping camera_info: {exc}', throttle_duration_sec=WARN_PERIOD_S)
+        changed = self.stream.set_camera(lambda: calibration_of(msg))
+        if self.stream.refused:
+            self.health.error(f'camera_info: {self.stream.refused.detail}')
+            self.get_logger().warn(f'dropping camera_info: {self.stream.refused.detail}',
+                                   throttle_duration_sec=WARN_PERIOD_S)
             return
-        if rectifier is self.rectifier:
+        if not changed:
             return
-        self.rectifier = rectifier
-        h, w = self.params['height'], self.params['width']
-        self.session.set_intrinsics(scale_intrinsics(rectifier.K, w / msg.width, h / msg.height))
-        self.image_size = (msg.width, msg.height)
-        if self._rectifying():
+        self.session.set_intrinsics(self.stream.intrinsics)
+        if self.stream.rectifying:
             self.get_logger().info(f'camera_info has {msg.distortion_model} distortion: training on rectified '
                                    'frames (input_rectified:=true if the image is rectified already)')
 
-    def _rectifying(self) -> bool:
-        needed = self.rectifier is not None and self.rectifier.calibration.needs_rectification
-        return needed and not self.params['input_rectified']
-
     def on_velocity(self, msg: Odometry | TwistStamped | TwistWithCovarianceStamped) -> None:
         speed = speed_of(msg)
-        self.session.add(self.accumulator.add_speed(stamp_seconds(msg.header), speed))
-        if self.accumulator.refused == 'invalid_speed':
+        self.session.add(self.stream.add_speed(stamp_seconds(msg.header), speed))
+        if self._refused() is Skip.INVALID_SPEED:
             self.health.error(f'invalid speed {speed:g} m/s refused')
             self.get_logger().warn(f'refusing speed {speed:g} m/s (not finite, negative or above max_speed '
                                    f'{self.params["max_speed"]:g})', throttle_duration_sec=WARN_PERIOD_S)
         self._check_stamped('speed')
 
+    def _refused(self) -> Skip | None:
+        return self.stream.refused and self.stream.refused.reason
+
     def _check_stamped(self, what: str) -> None:
         """Say so when a message was refused for carrying no stamp: nothing can be trained then."""
-        if self.accumulator.refused == 'unstamped':
+        if self._refused() is Skip.UNSTAMPED:
             self.health.error(f'unstamped {what} refused')
             self.get_logger().warn(f'refusing {what} messages stamped 0: their driver does not stamp them, and '
                                    'without times no distance can be measured between frames',
@@ -146,24 +137,16 @@ class TrainingNode(Node):
 
     def on_image(self, msg: Image | CompressedImage) -> None:
         self.counters.frames += 1
-        if self.image_size is None:
-            self.counters.no_camera_info += 1
+        self.session.add(self.stream.add_frame(stamp_seconds(msg.header),
+                                               lambda: to_rgb(msg, self.params['max_image_pixels'])))
+        reason = self._refused()
+        if reason is Skip.NO_CAMERA_INFO:
             self.get_logger().warn('no camera_info yet: frames are not used for training',
                                    throttle_duration_sec=WARN_PERIOD_S)
-            return
-        try:
-            rgb = to_rgb(msg, self.params['max_image_pixels'])
-            if (rgb.shape[1], rgb.shape[0]) != self.image_size:
-                raise ConversionError(f'image is {rgb.shape[1]}x{rgb.shape[0]} but camera_info is '
-                                      f'{self.image_size[0]}x{self.image_size[1]}')
-        except ConversionError as exc:
-            self.counters.bad_images += 1
-            self.health.error(f'image: {exc}')
-            self.get_logger().warn(f'dropping image: {exc}', throttle_duration_sec=WARN_PERIOD_S)
-            return
-        if self._rectifying():
-            rgb = self.rectifier.rectify(rgb)
-        self.session.add(self.accumulator.add_frame(stamp_seconds(msg.header), rgb))
+        elif reason is Skip.BAD_IMAGE:
+            self.health.error(f'image: {self.stream.refused.detail}')
+            self.get_logger().warn(f'dropping image: {self.stream.refused.detail}',
+                                   throttle_duration_sec=WARN_PERIOD_S)
         self._check_stamped('image')
 
     # ---------------------------------------------------------------- training
@@ -208,6 +191,7 @@ class TrainingNode(Node):
         s = self.session.stats
         buffered, nbytes, held_out = self.session.buffer_fill()
         c = self.session.config
+        skipped = self.stream.skipped
         values = {
             'step': str(self.session.step_count),
             'steps_per_s': f'{s.steps_per_s:.2f}',
@@ -221,10 +205,8 @@ class TrainingNode(Node):
             'frames_lost_in_transport': str(self.image_sub.delivery.lost),
             'frames_missed': str(self.image_sub.delivery.missed),
             'triplets': str(s.triplets),
-            **{f'skipped_{k}': str(v) for k, v in self.accumulator.skipped.items()},
-            'skipped_no_camera_info': str(self.counters.no_camera_info),
-            'bad_images': str(self.counters.bad_images),
-            'camera_info_rejected': str(self.counters.camera_info_rejected),
+            **{f'skipped_{k}': str(v) for k, v in skipped.items() if k not in INPUT_DIAGNOSTICS},
+            **{key: str(skipped[reason]) for reason, key in INPUT_DIAGNOSTICS.items()},
             'nonfinite_steps': str(s.nonfinite_steps),
             'failed_steps': str(s.failed_steps),
             'rollbacks': str(s.rollbacks),

@@ -7,7 +7,6 @@ import time
 
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -16,6 +15,7 @@ from std_msgs.msg import Header, String
 
 from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.model.checkpoints import load_checkpoint, load_networks
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher, Level
 from packnet_ros.ros.node_process import ClientNode, start_node
 
 from helpers import DEADLINE, REPO, wait_for_reliable_subscribers
@@ -40,10 +40,10 @@ class Feeder:
         self.pub_image = node.create_publisher(Image, 'image', reliable)
         self.pub_info = node.create_publisher(CameraInfo, 'camera_info', reliable)
         self.pub_odom = node.create_publisher(Odometry, 'odom', reliable)
-        self.checkpoints, self.diags = [], []
+        self.checkpoints = []
         node.create_subscription(String, 'checkpoint', lambda m: self.checkpoints.append(m.data),
                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-        node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
+        self.diagnostics = DiagnosticsWatcher(node)
 
     def wait_connected(self):
         publishers = (self.pub_image, self.pub_info, self.pub_odom)
@@ -66,11 +66,8 @@ class Feeder:
             time.sleep(0.02)
 
     def step(self):
-        for d in reversed(self.diags):
-            for kv in d.status[0].values:
-                if kv.key == 'step':
-                    return int(kv.value)
-        return None
+        status = self.diagnostics.latest('training')
+        return status.count('step') if status and 'step' in status.values else None
 
 
 def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
@@ -98,7 +95,7 @@ def test_trains_announces_and_resumes_after_kill_9(tmp_path, frames):
             load_networks(path)  # every file under a final name is complete
         resumed_from = max(load_checkpoint(p).step for p in saved)
 
-        feeder.diags.clear()
+        feeder.diagnostics.clear()
         feeder.checkpoints.clear()
         proc = start_node('training_node', tmp_path / 'run2.log', (params,), overrides)
         feeder.wait_connected()
@@ -132,11 +129,9 @@ def test_saves_that_fail_put_diagnostics_at_error_while_training_goes_on(tmp_pat
     proc = start_node('training_node', tmp_path / 'full.log', (params,), overrides, preexec_fn=small_files)
 
     def failing():
-        for d in feeder.diags:
-            values = {kv.key: kv.value for kv in d.status[0].values}
-            if d.status[0].level == DiagnosticStatus.ERROR and int(values.get('failed_saves', 0)) >= 2 \
-                    and 'File too large' in d.status[0].message:
-                return int(values['step'])
+        for status in feeder.diagnostics.history('training'):
+            if status.level == Level.ERROR and status.count('failed_saves') >= 2 and 'File too large' in status.message:
+                return status.count('step')
         return None
     try:
         feeder.wait_connected()
@@ -184,7 +179,7 @@ def test_twist_with_covariance_as_speed_source(tmp_path, frames):
         path = probe.wait_for(lambda: feeder.checkpoints, 2 * DEADLINE, 'a checkpoint trained from twist speeds')[0]
         assert load_checkpoint(path).step >= 2
         probe.wait_for(lambda: feeder.step() is not None, DEADLINE, 'diagnostics')
-        values = {kv.key: kv.value for kv in feeder.diags[-1].status[0].values}
+        values = feeder.diagnostics.values(what='training')
         assert int(values['triplets']) >= 10 and 'skipped_no_speed' not in values
     finally:
         proc.stop()

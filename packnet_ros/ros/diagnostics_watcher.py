@@ -86,6 +86,11 @@ class DiagnosticsWatcher:
             for status in statuses:
                 self._on_status(status)
 
+    def clear(self) -> None:
+        """Forget what was received so far (e.g. before a node restarts)."""
+        with self._lock:
+            self._seen.clear()
+
     def history(self, what: str | None = None, node: str | None = None) -> list[NodeStatus]:
         """Every status received, oldest first; where given, only those of `what` and of `node`:
         a fully qualified name ('/ns/depth_node') is that node, a bare one ('depth_node') that

@@ -125,16 +125,6 @@ def mean_metrics(per_image: list[DepthMetrics | None]) -> DepthMetrics:
                         images=sum(r.images for r in results), valid_pixels=sum(r.valid_pixels for r in results))
 
 
-def depth_metrics(gt: np.ndarray, pred: np.ndarray, **kwargs) -> DepthMetrics:
-    """Metrics over a batch [N,H,W] (or one [H,W]) of ground-truth and predicted depth."""
-    gt, pred = np.asarray(gt), np.asarray(pred)
-    if gt.ndim == 2:
-        gt, pred = gt[None], pred[None]
-    if len(gt) != len(pred):
-        raise ValueError(f'{len(gt)} ground-truth maps but {len(pred)} predictions')
-    return mean_metrics([image_metrics(g, p, **kwargs) for g, p in zip(gt, pred)])
-
-
 # A pixel of the lower image half farther than this many times its image's median depth is a hole.
 HOLE_FACTOR = 20.0
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.metrics import HOLE_FACTOR, METRIC_NAMES, depth_metrics, garg_mask, hole_fraction, image_metrics
+from packnet_ros.metrics import HOLE_FACTOR, METRIC_NAMES, garg_mask, hole_fraction, image_metrics, mean_metrics
 
 from helpers import KITTI_DRIVE, require
 
@@ -41,7 +41,7 @@ def test_garg_crop_and_depth_range():
     gt = np.full((10, 10), 100.0)  # beyond max_depth=80
     assert image_metrics(gt, gt, crop=None) is None
     with pytest.raises(ValueError, match='no image'):
-        depth_metrics(gt, gt, crop=None)
+        mean_metrics([image_metrics(gt, gt, crop=None)])
 
 
 def test_prediction_is_resized_to_ground_truth():
@@ -53,9 +53,9 @@ def test_prediction_is_resized_to_ground_truth():
 def test_kitti_ground_truth_against_itself_and_scaled():
     drive = KittiDrive(require(KITTI_DRIVE))
     gts = np.stack([drive.projected_depth(f) for f in drive.frames])
-    same = depth_metrics(gts, gts)
+    same = mean_metrics([image_metrics(g, g) for g in gts])
     assert same.metric.abs_rel == 0 and same.metric.a1 == 1 and same.images == len(drive.frames)
-    half = depth_metrics(gts, np.where(gts > 0, gts / 2, 1.0))
+    half = mean_metrics([image_metrics(g, np.where(g > 0, g / 2, 1.0)) for g in gts])
     assert half.scale_ratio == pytest.approx(2.0)
     assert half.metric.abs_rel == pytest.approx(0.5)
     assert half.median_scaled.abs_rel == pytest.approx(0.0, abs=1e-6)

@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 
 from packnet_ros.data.bag import read_messages, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.metrics import depth_metrics
+from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.ros.node_process import ClientNode, start_node, write_params_file
 from packnet_ros.ros.nodes.conversions import depth_to_image
 
@@ -101,8 +101,7 @@ def test_evaluator_matches_offline_metrics(tmp_path):
         probe.close()
     report = json.loads(out_json.read_text())
     assert report['summary']['frames'] == 7 and len(report['frames']) == 7
-    offline = depth_metrics(np.stack([np.where(g > 0, g, np.nan) for g in gts]),
-                            np.stack([np.asarray(p) for p in preds]))
+    offline = mean_metrics([image_metrics(np.where(g > 0, g, np.nan), np.asarray(p)) for g, p in zip(gts, preds)])
     for part in ('metric', 'median_scaled'):
         for name, value in asdict(getattr(offline, part)).items():
             assert report['summary']['all'][part][name] == pytest.approx(value, rel=1e-9)

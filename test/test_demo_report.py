@@ -1,8 +1,8 @@
 """Demo report artefacts: PLY round trip, colour unpacking, cloud rendering, markdown."""
 import numpy as np
 
+from packnet_ros.geometry import depth_to_points
 from packnet_ros.ros.demo.report import markdown, read_ply, render_cloud, unpack_rgb, valid_points, write_ply
-from packnet_ros.ros.nodes.conversions import depth_to_points
 
 
 def test_ply_round_trip_keeps_points_and_colours(tmp_path):

@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
 from packnet_ros.devices import resolve_device
-from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.geometry import depth_to_points, scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
 from packnet_ros.image import colorize_depth
 from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
@@ -40,7 +40,6 @@ from packnet_ros.ros.nodes.conversions import (
     ConversionError,
     calibration_of,
     depth_to_image,
-    depth_to_points,
     limit_range,
     points_to_cloud,
     rectified_camera_info,

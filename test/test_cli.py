@@ -20,6 +20,7 @@ from packnet_ros.image import read_rgb
 from packnet_ros.model.checkpoints import save_checkpoint
 from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 from helpers import KITTI_DRIVE, require
 
@@ -39,7 +40,7 @@ def test_infer_on_kitti_drive_writes_depth_equal_to_library(small_checkpoint, tm
     assert len(list(tmp_path.glob('*_depth.png'))) == 7
     depth = np.load(npys[3])
     assert depth.shape == (64, 192) and depth.dtype == np.float32
-    expected = DepthEstimator.from_checkpoint(small_checkpoint).infer(
+    expected = DepthEstimator.provision(small_checkpoint, resolve(small_checkpoint, 'cpu', 'torch', 'fp32')).infer(
         read_rgb(drive / 'image_02' / 'data' / '0000000003.png'))
     np.testing.assert_array_equal(depth, expected)
     assert np.all(depth >= 0.5)  # InvDepth caps inverse depth at 1/min_depth(0.5)

@@ -21,6 +21,7 @@ from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 from helpers import DEADLINE, KITTI_DRIVE, REPO, require
 
@@ -42,7 +43,7 @@ def expected_depth(checkpoint, rgb, backend='onnxruntime'):
     """What the core library gives for this frame with the node's defaults: range 0.5-80 m (REP 117)
     and, on a CPU, the onnxruntime backend (its depth is held to torch's in test_export.py and below)."""
     net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
-    return rep117(DepthEstimator.from_checkpoint(checkpoint, backend=backend).infer(net_rgb))
+    return rep117(DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', backend, 'fp32')).infer(net_rgb))
 
 
 def to_msg(rgb, stamp, encoding='rgb8'):

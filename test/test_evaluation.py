@@ -21,6 +21,7 @@ from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import depth_to_image
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliable_subscribers
 
@@ -54,7 +55,7 @@ def test_eval_equals_metrics_module_on_the_same_pairs(checkpoint, tmp_path, caps
     assert 'median-scaled' in printed and 'abs_rel' in printed
     result = json.loads(out.read_text())
 
-    estimator = DepthEstimator.from_checkpoint(checkpoint)
+    estimator = DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'torch', 'fp32'))
     drive = KittiDrive(KITTI_DRIVE)
     per_image = []
     for frame in range(1, 6):  # kitti_tiny.txt names frames 1-5 of the left camera

@@ -14,8 +14,6 @@ subscribes), through DepthServing's configure/activate/deactivate/cleanup.
 """
 from __future__ import annotations
 
-import enum
-import math
 import threading
 import time
 from collections import deque
@@ -50,10 +48,11 @@ from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
 from packnet_ros.ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.ros.nodes.runner import join_until, run
-from packnet_ros.serving.backends import BACKENDS, onnxruntime_missing
-from packnet_ros.serving.export import ExportError
+from packnet_ros.serving.backends import BACKENDS
+from packnet_ros.serving.calibration import RECHECK_PERIOD_S, Int8Calibrator, Int8State
 from packnet_ros.serving.inference import DepthEstimator
-from packnet_ros.serving.quantization import MIN_FRAMES, CalibrationFrames
+from packnet_ros.serving.provision import network_size, resolve
+from packnet_ros.serving.quantization import INT8_TOLERANCE_REL, MIN_FRAMES
 
 WARN_PERIOD_S = 5.0
 
@@ -77,10 +76,10 @@ PARAMETERS = {
                        choices=('auto', 'fp32', 'fp16', 'bf16', 'int8')),
     'calibration_frames': Param(16, 'int8: camera frames kept for calibration', low=MIN_FRAMES),
     'calibration_period': Param(2.0, 'int8: seconds at least between two kept calibration frames', low=0.0),
-    'int8_tolerance': Param(0.03, 'int8: largest median relative change of depth against float on the '
+    'int8_tolerance': Param(INT8_TOLERANCE_REL, 'int8: largest median relative change of depth against float on the '
                                   'calibration frames and on live frames; a model beyond it is served in float',
                             low=0.0, high=1.0),
-    'int8_recheck_period': Param(30.0, 'int8: seconds between checks of int8 against float on a live frame '
+    'int8_recheck_period': Param(RECHECK_PERIOD_S, 'int8: seconds between checks of int8 against float on a live frame '
                                        '(0: never)', low=0.0),
     'output_resolution': Param('network', 'publish depth at "network" or "input" image resolution',
                                choices=('network', 'input')),
@@ -102,13 +101,6 @@ PARAMETERS = {
     'qos_depth': Param(2, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
                        high=1000),
 }
-
-
-class Int8(enum.Enum):
-    NOT_USED = 'not used'
-    CALIBRATING = 'calibrating'
-    SERVING = 'serving int8'
-    REFUSED = 'refused, serving float'
 
 
 class LatestFrame:
@@ -194,40 +186,6 @@ class CameraModel:
         return self._scaled[(width, height)]
 
 
-@dataclass(frozen=True)
-class Serving:
-    """How models are served: the backend and precision asked for, resolved on this machine."""
-
-    backend: str
-    precision: str
-    note: str = ''  # why it differs from what the parameters asked, for a warning
-
-
-def choose_serving(backend: str, precision: str, device: torch.device, checkpoint: str) -> Serving:
-    """'auto' -> onnxruntime on a CPU for fp32, and int8 for a checkpoint there (both measured
-    faster with the same depth: README); torch for GPUs, fp16/bf16 and untrained networks.
-    Without onnx/onnxruntime installed, torch in fp32 with a note (an .onnx file still needs them)."""
-    onnx_file = checkpoint.endswith('.onnx')
-    cpu = device.type == 'cpu'
-    if precision == 'auto':
-        precision = 'int8' if cpu and backend in ('auto', 'onnxruntime') and checkpoint and not onnx_file else 'fp32'
-    if not checkpoint:
-        return Serving('torch', 'fp32' if precision == 'int8' else precision)
-    if backend == 'auto':
-        backend = 'onnxruntime' if onnx_file or (cpu and precision in ('fp32', 'int8')) else 'torch'
-    if backend == 'onnxruntime':
-        missing = onnxruntime_missing(export=not onnx_file)
-        if missing and onnx_file:
-            raise ValueError(f'{checkpoint} is an ONNX model, which needs {missing}: pip install onnx onnxruntime')
-        if missing:
-            return Serving('torch', 'fp32' if precision == 'int8' else precision,
-                           f'{missing} not installed: serving with torch in fp32 (pip install onnx onnxruntime '
-                           'for the faster CPU backends and int8)')
-    if precision == 'int8' and (backend != 'onnxruntime' or not cpu):
-        raise ValueError('precision int8 needs a checkpoint served by onnxruntime on a CPU')
-    return Serving(backend, precision)
-
-
 class DepthServing:
     """depth_node's data flow, for a plain or a lifecycle node: message in -> core call -> message out.
 
@@ -248,10 +206,7 @@ class DepthServing:
         self.camera: CameraModel | None = None
         self.estimator: DepthEstimator | None = None
         self.pending: DepthEstimator | None = None
-        # While int8 is served: its float model, to check it against on live frames.
-        self.reference: DepthEstimator | None = None
-        self.pending_reference: DepthEstimator | None = None
-        self._last_int8_check = float('-inf')
+        self.int8: Int8Calibrator | None = None  # which models serve, int8 or float (configure)
         self.pending_lock = threading.Lock()
         self.load_lock = threading.Lock()  # one load (and ONNX export) at a time
         self.wanted: str | None = None  # the newest announced checkpoint not loaded yet
@@ -268,21 +223,19 @@ class DepthServing:
     def configure(self) -> None:
         p, node = self.params, self.node
         self.device = resolve_device(p['device'])
-        self.serving = choose_serving(p['backend'], p['precision'], self.device, p['checkpoint'])
-        if self.serving.note:
-            self.log.warn(self.serving.note)
+        self.plan = resolve(p['checkpoint'], self.device, p['backend'], p['precision'])
+        if self.plan.note:
+            self.log.warn(self.plan.note)
         self.threads = p['threads'] or torch.get_num_threads()
         # With onnxruntime, torch only converts and masks small tensors: one thread, so that its
         # idle OpenMP workers do not compete with onnxruntime's for the same cores.
-        torch.set_num_threads(1 if self.serving.backend == 'onnxruntime' else self.threads)
+        torch.set_num_threads(1 if self.plan.backend == 'onnxruntime' else self.threads)
         # A checkpoint in int8 waits for calibration frames; an int8 .onnx is served as it is.
-        self.calibration = (CalibrationFrames(p['calibration_frames'], p['calibration_period'])
-                            if self.serving.precision == 'int8' and not p['checkpoint'].endswith('.onnx') else None)
-        self.int8 = Int8.CALIBRATING if self.calibration is not None else Int8.NOT_USED
-        self.int8_reason = ''
+        self.int8 = Int8Calibrator(self.plan, p['calibration_frames'], p['calibration_period'], p['int8_tolerance'],
+                                   p['int8_recheck_period'], self._int8_refused)
         self.checkpoint = p['checkpoint']
         self.estimator = self._build_estimator(p['checkpoint'])
-        if self.estimator.backend == 'torch':  # also when the export could be written nowhere
+        if self.estimator.backend.name == 'torch':  # also when the export could be written nowhere
             torch.set_num_threads(self.threads)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
@@ -294,8 +247,8 @@ class DepthServing:
         self.status = StatusPublisher(node, 'depth', str(self.device))
         self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics)
         e = self.estimator
-        self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend}, '
-                      f'{e.precision}{", int8 once calibrated" if self.calibration else ""})')
+        self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend.name}, '
+                      f'{e.precision}{", int8 once calibrated" if self.plan.calibrate else ""})')
 
     def activate(self) -> None:
         self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error)
@@ -321,51 +274,26 @@ class DepthServing:
         self.node.destroy_subscription(self.checkpoint_sub)
         self.node.destroy_timer(self.diagnostics_timer)
         self.node.destroy_publisher(self.status.publisher)
-        self.estimator = self.pending = self.reference = self.pending_reference = None
+        self.estimator = self.pending = self.int8 = None
 
     # ---------------------------------------------------------------- models
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
+        """The model that serves `checkpoint` (int8 or float: self.int8 decides), probed and warmed
+        up: a model with non-finite depth was refused. Range limits are applied when publishing
+        (REP 117 tells too near from too far)."""
         p = self.params
-        # Range limits are applied when publishing (REP 117 tells too near from too far).
-        options = dict(precision=self.serving.precision, threads=self.threads)
         if checkpoint:
-            estimator = self._quantized(checkpoint, options)
-            if estimator is None:
-                if self.calibration is not None:
-                    options['precision'] = 'fp32'
-                estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                           str(self.device), backend=self.serving.backend, **options)
-        else:
-            self.log.warn('no checkpoint given: an untrained network serves meaningless depth')
-            estimator = DepthEstimator(build_depth_net(p['arch'], p['model_width']), p['height'] or 192,
-                                       p['width'] or 640, self.device,
-                                       identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
-        return estimator  # probed and warmed up: a model with non-finite depth was refused
+            return self.int8.serve(checkpoint, (p['height'], p['width']), threads=self.threads)
+        self.log.warn('no checkpoint given: an untrained network serves meaningless depth')
+        height, width = network_size(None, p['height'], p['width'])
+        return DepthEstimator(build_depth_net(p['arch'], p['model_width']), height, width, self.device,
+                              self.plan.precision, threads=self.threads,
+                              identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained')
 
-    def _quantized(self, checkpoint: str, options: dict) -> DepthEstimator | None:
-        """The int8 model of `checkpoint` once calibration frames are kept; None until then, or
-        when int8 would change depth too much (the float model is served instead). An .onnx
-        file is served in its own precision."""
-        if self.calibration is None or not self.calibration.complete or checkpoint.endswith('.onnx'):
-            return None
-        p = self.params
-        try:
-            estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                       str(self.device), backend=self.serving.backend,
-                                                       calibration=self.calibration.frames,
-                                                       int8_tolerance=p['int8_tolerance'], **options)
-        except ExportError as exc:
-            self.int8 = Int8.REFUSED
-            self.int8_reason = str(exc)
-            self.health.error('int8 refused for this model: serving float')
-            self.log.warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
-            return None
-        self.int8 = Int8.SERVING
-        self.pending_reference = DepthEstimator.from_checkpoint(  # the float export quantization started from
-            checkpoint, p['height'] or None, p['width'] or None, str(self.device), backend=self.serving.backend,
-            **{**options, 'precision': 'fp32'})
-        return estimator
+    def _int8_refused(self, status: str, detail: str) -> None:
+        self.health.error(status)
+        self.log.warn(detail)
 
     def on_checkpoint(self, msg: String) -> None:
         if not msg.data.strip():
@@ -430,8 +358,7 @@ class DepthServing:
         with self.pending_lock:
             if self.pending is not None:
                 self.estimator, self.pending = self.pending, None
-                self.reference, self.pending_reference = self.pending_reference, None
-                self._last_int8_check = float('-inf')  # check the new int8 model on its first frame
+                self.int8.adopt(self.estimator)
 
     # ---------------------------------------------------------------- input
 
@@ -503,12 +430,12 @@ class DepthServing:
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
-        self._check_int8(net_rgb, depth, started)
+        self._recheck_int8(net_rgb, depth, started)
         nonfinite = float(np.mean(~np.isfinite(depth)))  # published as NaN (no measurement), and said
         self.health.fault('nonfinite', f'{est.identity} gives non-finite depth for {nonfinite:.0%} of the latest '
                                        'frame' if nonfinite else None)
-        if self.calibration is not None and self.calibration.offer(net_rgb, started):
-            self.log.info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
+        if self.int8.offer(net_rgb, started):
+            self.log.info(f'kept {self.params["calibration_frames"]} calibration frames: quantizing to int8')
             self._load_in_background(self.checkpoint)
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
@@ -528,30 +455,14 @@ class DepthServing:
         now = time.monotonic()
         self.timings.add(1000 * (now - received), inference_ms, now)
 
-    def _check_int8(self, net_rgb: np.ndarray, depth: np.ndarray, now: float) -> None:
-        """Every int8_recheck_period seconds, int8's depth on a live frame against float's: the
-        calibration frames may not represent the camera (16 black frames at start passed the
-        check on themselves and then changed real frames' depth by 12 %). Beyond int8_tolerance
-        the float model is served from the next frame on."""
-        period = self.params['int8_recheck_period']
-        if self.reference is None or period <= 0 or now - self._last_int8_check < period:
-            return
-        self._last_int8_check = now
-        reference = self.reference.infer(net_rgb)
-        valid = np.isfinite(reference) & np.isfinite(depth) & (reference > 0)
-        change = float(np.median(np.abs(depth[valid] / reference[valid] - 1))) if valid.any() else math.inf
-        if change <= self.params['int8_tolerance']:
-            return
-        self.int8 = Int8.REFUSED
-        self.int8_reason = (f'on a live frame int8 changed depth by {change:.1%} against float (tolerance '
-                            f'{self.params["int8_tolerance"]:.0%}): its calibration frames do not represent '
-                            'this camera')
-        self.health.error('int8 differs from float on live frames: serving float')
-        self.log.warn(f'int8 refused, serving float from now on: {self.int8_reason}')
-        with self.pending_lock:
-            if self.pending is None:  # a newer model still loading replaces both
-                self.pending = self.reference
-        self.reference = None
+    def _recheck_int8(self, net_rgb: np.ndarray, depth: np.ndarray, now: float) -> None:
+        """int8's depth against float's on a live frame when due: float serves from the next frame
+        on where they differ too much."""
+        fallback = self.int8.check(net_rgb, depth, now)
+        if fallback is not None:
+            with self.pending_lock:
+                if self.pending is None:  # a newer model still loading replaces both
+                    self.pending = fallback
 
     def publish_geometry(self, camera: CameraModel, depth: np.ndarray, colour: np.ndarray, header) -> None:
         h, w = depth.shape
@@ -568,13 +479,6 @@ class DepthServing:
         est, c = self.estimator, self.counters
         if est is None:
             return
-        int8 = self.int8.value
-        if self.int8 is Int8.CALIBRATING:
-            int8 = f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'
-            if self.calibration.refused:
-                int8 += f' ({self.calibration.refused} featureless frames not kept)'
-        elif self.int8 is Int8.REFUSED:
-            int8 = f'{int8}: {self.int8_reason}'
         values = {
             **self.timings.summary(),
             'received': str(c.received),
@@ -590,9 +494,9 @@ class DepthServing:
             'model': est.identity,
             'training_step': str(est.step),
             'device': str(self.device),
-            'backend': est.backend,
+            'backend': est.backend.name,
             'precision': est.precision,
-            'int8': int8,
+            'int8': self.int8.status() if self.int8 else Int8State.NOT_USED.value,
             'input_size': f'{est.width}x{est.height}',
             'input_reliability': self.image_sub.reliability if self.image_sub else 'inactive',
             'rectifying': str(bool(self.camera and self.camera.rectify)).lower(),

@@ -1,5 +1,6 @@
 """depth_node as a real process over Fast DDS, fed KITTI_tiny frames."""
 import itertools
+import os
 import shutil
 
 import cv2
@@ -251,6 +252,92 @@ def test_setting_the_checkpoint_parameter_reloads(session, kitti):
     assert not client.probe.wait_for(lambda: rejected.result(), DEADLINE, 'reply').results[0].successful
 
 
+def with_path(folder):
+    """PYTHONPATH with `folder` first: its sitecustomize.py runs in the node, which still imports
+    the packnet_ros these tests import."""
+    return os.pathsep.join(filter(None, (str(folder), os.environ.get('PYTHONPATH'))))
+
+
+# In the node: a checkpoint X.ckpt waits to load while X.gate exists (the test removes it).
+GATED_LOADS = """
+import time
+from pathlib import Path
+
+from packnet_ros.serving.inference import DepthEstimator
+
+provision = DepthEstimator.provision.__func__
+
+
+def gated(cls, checkpoint, *args, **kwargs):
+    while Path(checkpoint).with_suffix('.gate').exists():
+        time.sleep(0.05)
+    return provision(cls, checkpoint, *args, **kwargs)
+
+
+DepthEstimator.provision = classmethod(gated)
+"""
+
+
+def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, kitti):
+    """`ros2 param set /depth_node checkpoint X` loads X on the loader thread: the node keeps
+    serving the camera until X is loaded, and the parameter call then says whether it loaded."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from packnet_ros.ros.node_process import ros_environment
+
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(GATED_LOADS)
+    ckpt_a, ckpt_b = make_checkpoint(tmp_path / 'a.ckpt', 1), make_checkpoint(tmp_path / 'b.ckpt', 2)
+    broken = tmp_path / 'broken.ckpt'
+    broken.write_bytes(b'not a checkpoint')
+    env = {**ros_environment(), 'PYTHONPATH': with_path(site)}
+    proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt_a), 'device': 'cpu', 'precision': 'fp32'}, namespace='/gated', env=env)
+    probe = ClientNode(make_node=lambda context: Node('gated_test', namespace='/gated', context=context))
+    client = DepthClient(probe)
+    service = probe.node.create_client(SetParameters, '/gated/depth_node/set_parameters')
+    stamps = itertools.count(1)
+    rgb = kitti[1][0]
+
+    def set_checkpoint(path):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(path))
+        return service.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint', value=value)]))
+
+    def served_while_loading(path):
+        """Set the checkpoint parameter to `path`, held at its gate while frames are answered;
+        then let it load and return the parameter call's result."""
+        gate = path.with_suffix('.gate')
+        gate.touch()
+        future = set_checkpoint(path)
+        for _ in range(3):
+            client.send(rgb, next(stamps))
+        assert not future.done()  # its load still waits at the gate: these frames were served meanwhile
+        gate.unlink()
+        return probe.wait_for(lambda: future.result(), DEADLINE, 'set_parameters reply').results[0]
+
+    try:
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0 and service.service_is_ready(),
+                       DEADLINE, 'depth_node to come up')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected_depth(ckpt_a, rgb),
+                                   rtol=1e-5, equal_nan=True)
+        result = served_while_loading(ckpt_b)
+        assert result.successful, result.reason
+        expected = expected_depth(ckpt_b, rgb)
+        client.probe.wait_for(lambda: np.allclose(image_to_depth(client.send(rgb, next(stamps))), expected,
+                                                  rtol=1e-5, equal_nan=True), DEADLINE, 'b.ckpt to serve')
+        result = served_while_loading(broken)
+        assert not result.successful and 'broken.ckpt' in result.reason
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                   equal_nan=True)  # the served model stays
+        assert proc.alive()
+    finally:
+        probe.close()
+        proc.stop()
+    assert proc.popen.returncode == 0, proc.log_tail()
+
+
 def test_diagnostics_report_model_and_counts(session):
     client = session[0]
     diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and
@@ -331,7 +418,7 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
         'sys.meta_path.insert(0, Block())\n')
     ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
     from packnet_ros.ros.node_process import ros_environment
-    env = {**ros_environment(), 'PYTHONPATH': str(blocker)}
+    env = {**ros_environment(), 'PYTHONPATH': with_path(blocker)}
     # its own namespace: the session's depth_node runs beside it
     proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
                       {'checkpoint': str(ckpt), 'device': 'cpu'}, namespace='/no_onnx', env=env)

@@ -2,11 +2,13 @@
 
 Threads: the executor only stores incoming frames (latest wins, older unprocessed frames
 are counted as dropped); one worker thread rectifies (when camera_info has distortion),
-runs inference and publishes; checkpoints announced on the topic load on their own thread
-and the worker swaps models between frames. With precision int8 the node serves the float
-model until it has kept calibration frames from its own camera, then quantizes on the
-loader thread and swaps (and quantizes every checkpoint announced after that with the
-same frames).
+runs inference and publishes; checkpoints, announced on the topic or set as the parameter,
+load on their own thread and the worker swaps models between frames. The camera input and
+the diagnostics timer have a callback group of their own, so frames keep arriving while a
+parameter change waits for its model to load (it succeeds only once loaded). With precision
+int8 the node serves the float model until it has kept calibration frames from its own
+camera, then quantizes on the loader thread and swaps (and quantizes every checkpoint
+announced after that with the same frames: packnet_ros.serving.calibration).
 
 The same data flow runs as a plain node (`depth_node`: configured and active from the
 start) and as a managed one (`lifecycle_depth_node`: configure loads the model, activate
@@ -23,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -55,6 +58,7 @@ from packnet_ros.serving.provision import network_size, resolve
 from packnet_ros.serving.quantization import INT8_TOLERANCE_REL, MIN_FRAMES
 
 WARN_PERIOD_S = 5.0
+LOAD_POLL_S = 0.5  # how often a parameter change waiting for its model checks that the node still runs
 
 PARAMETERS = {
     'checkpoint': Param('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained '
@@ -101,6 +105,19 @@ PARAMETERS = {
     'qos_depth': Param(2, 'input queue depth (per topic: qos_overrides.<topic>.subscription.depth)', low=1,
                        high=1000),
 }
+
+
+@dataclass
+class LoadRequest:
+    """A checkpoint for the loader thread; a parameter change waits for its outcome."""
+
+    path: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ''  # why it was not loaded
+
+    def finish(self, error: str) -> None:
+        self.error = error
+        self.done.set()
 
 
 class LatestFrame:
@@ -209,8 +226,11 @@ class DepthServing:
         self.int8: Int8Calibrator | None = None  # which models serve, int8 or float (configure)
         self.pending_lock = threading.Lock()
         self.load_lock = threading.Lock()  # one load (and ONNX export) at a time
-        self.wanted: str | None = None  # the newest announced checkpoint not loaded yet
+        self.wanted: LoadRequest | None = None  # the newest checkpoint asked for, not loading yet
+        self.loading: str | None = None  # the checkpoint the loader is loading
         self.loader: threading.Thread | None = None
+        # camera input and diagnostics: served while a parameter change waits for a load
+        self.input_group = MutuallyExclusiveCallbackGroup()
         self.worker: threading.Thread | None = None
         self.image_sub = self.info_sub = None
         self.publishers = []
@@ -245,14 +265,15 @@ class DepthServing:
         self.publishers = [pub for pub in (self.pub_depth, self.pub_info, self.pub_points, self.pub_colored) if pub]
         self.checkpoint_sub = node.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
         self.status = StatusPublisher(node, 'depth', str(self.device))
-        self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics)
+        self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics, callback_group=self.input_group)
         e = self.estimator
         self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend.name}, '
                       f'{e.precision}{", int8 once calibrated" if self.plan.calibrate else ""})')
 
     def activate(self) -> None:
-        self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error)
-        self.info_sub = subscribe_input(self.node, self.params, CameraInfo, 'camera_info', self.on_camera_info)
+        self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error, self.input_group)
+        self.info_sub = subscribe_input(self.node, self.params, CameraInfo, 'camera_info', self.on_camera_info,
+                                        callback_group=self.input_group)
         self._running = True
         self.worker = threading.Thread(target=self.run_worker, name='depth_inference', daemon=True)
         self.worker.start()
@@ -301,29 +322,45 @@ class DepthServing:
             return
         self._load_in_background(msg.data)
 
-    def _load_in_background(self, path: str) -> None:
-        """Queue `path` for the one loader thread, which loads the newest announcement only: a
-        flood of announcements (50 in 10 s) loads the last, without a thread each."""
+    def _load_in_background(self, path: str) -> LoadRequest:
+        """Queue `path` for the one loader thread, which loads the newest request only: a
+        flood of announcements (50 in 10 s) loads the last, without a thread each. A request
+        overtaken by a newer one finishes unloaded, saying so."""
         with self.pending_lock:
-            if self.wanted is not None:
-                self.counters.superseded_reloads += 1
-            self.wanted = path
-            if self.loader is not None and self.loader.is_alive():
-                return
+            return self._queue(path)
+
+    def _queue(self, path: str) -> LoadRequest:
+        """_load_in_background with pending_lock held."""
+        request = LoadRequest(path)
+        if self.wanted is not None:
+            self.counters.superseded_reloads += 1
+            self.wanted.finish(f'{self.wanted.path} was superseded by {path} before it loaded')
+        self.wanted = request
+        if self.loader is None or not self.loader.is_alive():
             self.loader = threading.Thread(target=self._run_loader, name='checkpoint_loader', daemon=True)
             self.loader.start()
+        return request
 
     def _run_loader(self) -> None:
         while True:
             with self.pending_lock:
-                path, self.wanted = self.wanted, None
-                if path is None:
-                    self.loader = None
+                request, self.wanted = self.wanted, None
+                if request is None:
+                    self.loader = self.loading = None
                     return
-            self._load(path)
+                self.loading = request.path
+            request.finish(self._load(request.path))
+
+    def _requantize(self) -> None:
+        """Calibration is complete: the newest checkpoint loads again, quantized (one still
+        queued is quantized when it loads)."""
+        with self.pending_lock:
+            if self.wanted is None:
+                self._queue(self.loading or self.checkpoint)
 
     def on_set_parameters(self, params) -> SetParametersResult:
-        """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded."""
+        """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded,
+        on the loader thread: the camera input (its own callback group) goes on meanwhile."""
         for param in params:
             if param.name == 'checkpoint':
                 if not str(param.value).strip():
@@ -331,9 +368,12 @@ class DepthServing:
                                                                         'the model; the served model stays')
                 if self.estimator is None:
                     return SetParametersResult(successful=True)  # not configured yet: configure() loads it
-                error = self._load(param.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
+                request = self._load_in_background(param.value)
+                while not request.done.wait(LOAD_POLL_S):
+                    if not self.node.context.ok():
+                        return SetParametersResult(successful=False, reason='the node is shutting down')
+                if request.error:
+                    return SetParametersResult(successful=False, reason=request.error)
         return SetParametersResult(successful=True)
 
     def _load(self, path: str) -> str:
@@ -436,7 +476,7 @@ class DepthServing:
                                        'frame' if nonfinite else None)
         if self.int8.offer(net_rgb, started):
             self.log.info(f'kept {self.params["calibration_frames"]} calibration frames: quantizing to int8')
-            self._load_in_background(self.checkpoint)
+            self._requantize()
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -477,6 +517,7 @@ class DepthServing:
 
     def publish_diagnostics(self) -> None:
         est, c = self.estimator, self.counters
+        sub = self.image_sub  # deactivate() (another callback group) may end it meanwhile
         if est is None:
             return
         values = {
@@ -484,8 +525,8 @@ class DepthServing:
             'received': str(c.received),
             'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
-            'lost_in_transport': str(self.image_sub.delivery.lost if self.image_sub else 0),
-            'missed': str(self.image_sub.delivery.missed if self.image_sub else 0),
+            'lost_in_transport': str(sub.delivery.lost if sub else 0),
+            'missed': str(sub.delivery.missed if sub else 0),
             'errors': str(c.errors),
             'camera_info_rejected': str(c.camera_info_rejected),
             'reloads': str(c.reloads),
@@ -498,10 +539,10 @@ class DepthServing:
             'precision': est.precision,
             'int8': self.int8.status() if self.int8 else Int8State.NOT_USED.value,
             'input_size': f'{est.width}x{est.height}',
-            'input_reliability': self.image_sub.reliability if self.image_sub else 'inactive',
+            'input_reliability': sub.reliability if sub else 'inactive',
             'rectifying': str(bool(self.camera and self.camera.rectify)).lower(),
         }
-        if self.image_sub is None:
+        if sub is None:
             message = 'inactive'
         else:
             message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'

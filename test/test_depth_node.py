@@ -338,6 +338,56 @@ def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, ki
     assert proc.popen.returncode == 0, proc.log_tail()
 
 
+def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti):
+    """lifecycle_depth_node: configure loads the model, activate serves it; a parameter change
+    loads on the loader thread as in depth_node; deactivate and activate again."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    ckpt_a, ckpt_b = make_checkpoint(tmp_path / 'a.ckpt', 1), make_checkpoint(tmp_path / 'b.ckpt', 2)
+    proc = start_node('lifecycle_depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt_a), 'device': 'cpu', 'precision': 'fp32'}, namespace='/managed')
+    probe = ClientNode(make_node=lambda context: Node('managed_test', namespace='/managed', context=context))
+    client = DepthClient(probe)
+    change_state = probe.node.create_client(ChangeState, '/managed/depth_node/change_state')
+    set_parameters = probe.node.create_client(SetParameters, '/managed/depth_node/set_parameters')
+    stamps = itertools.count(1)
+    rgb = kitti[1][0]
+
+    def transition(transition_id):
+        future = change_state.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert probe.wait_for(lambda: future.result(), DEADLINE, f'transition {transition_id}').success
+
+    try:
+        probe.wait_for(lambda: change_state.service_is_ready() and set_parameters.service_is_ready(), DEADLINE,
+                       'lifecycle_depth_node to come up')
+        transition(Transition.TRANSITION_CONFIGURE)
+        transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0, DEADLINE, 'the camera subscription')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected_depth(ckpt_a, rgb),
+                                   rtol=1e-5, equal_nan=True)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(ckpt_b))
+        future = set_parameters.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint',
+                                                                                       value=value)]))
+        assert probe.wait_for(lambda: future.result(), DEADLINE, 'set_parameters reply').results[0].successful
+        expected = expected_depth(ckpt_b, rgb)
+        probe.wait_for(lambda: np.allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                           equal_nan=True), DEADLINE, 'b.ckpt to serve')
+        transition(Transition.TRANSITION_DEACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() == 0, DEADLINE, 'unsubscribing')
+        transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0, DEADLINE, 'subscribing again')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                   equal_nan=True)
+        assert proc.alive()
+    finally:
+        probe.close()
+        proc.stop()
+    assert proc.popen.returncode == 0, proc.log_tail()
+
+
 def test_diagnostics_report_model_and_counts(session):
     client = session[0]
     diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and

@@ -6,7 +6,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -14,25 +13,22 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.image import read_rgb
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.serving.provision import resolve
 
-from helpers import DEADLINE, KITTI_DRIVE, REPO, require
+from helpers import DEADLINE, REPO
 
 FRAME_ID = 'camera_color_left'
 SIZE = (64, 192)
 
 
-def make_checkpoint(path, seed):
-    torch.manual_seed(seed)
-    return save_checkpoint(path, PackNetSlim01(width=0.25), input_size=SIZE, step=seed)
+def make_checkpoints(make_small_checkpoint, folder):
+    """a.ckpt and b.ckpt: two small models at SIZE, of other weights."""
+    return tuple(make_small_checkpoint(folder / f'{name}.ckpt', seed, SIZE, step=seed)
+                 for name, seed in (('a', 1), ('b', 2)))
 
 
 def rep117(depth, near=0.5, far=80.0):
@@ -77,15 +73,9 @@ class DepthClient:
 
 
 @pytest.fixture(scope='module')
-def kitti():
-    drive = KittiDrive(require(KITTI_DRIVE))
-    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
-
-
-@pytest.fixture(scope='module')
-def session(tmp_path_factory, kitti):
+def session(tmp_path_factory, kitti, make_small_checkpoint):
     tmp = tmp_path_factory.mktemp('depth_node')
-    ckpt_a, ckpt_b = make_checkpoint(tmp / 'a.ckpt', 1), make_checkpoint(tmp / 'b.ckpt', 2)
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp)
     params = tmp / 'depth.yaml'
     shutil.copy(REPO / 'config' / 'depth.yaml', params)
     # Default parameters (QoS included): the node must adapt to this client's reliable publishers.
@@ -278,7 +268,7 @@ DepthEstimator.provision = classmethod(gated)
 """
 
 
-def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, kitti):
+def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, kitti, make_small_checkpoint):
     """`ros2 param set /depth_node checkpoint X` loads X on the loader thread: the node keeps
     serving the camera until X is loaded, and the parameter call then says whether it loaded."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -289,7 +279,7 @@ def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, ki
     site = tmp_path / 'site'
     site.mkdir()
     (site / 'sitecustomize.py').write_text(GATED_LOADS)
-    ckpt_a, ckpt_b = make_checkpoint(tmp_path / 'a.ckpt', 1), make_checkpoint(tmp_path / 'b.ckpt', 2)
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp_path)
     broken = tmp_path / 'broken.ckpt'
     broken.write_bytes(b'not a checkpoint')
     env = {**ros_environment(), 'PYTHONPATH': with_path(site)}
@@ -338,7 +328,7 @@ def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, ki
     assert proc.popen.returncode == 0, proc.log_tail()
 
 
-def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti):
+def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti, make_small_checkpoint):
     """lifecycle_depth_node: configure loads the model, activate serves it; a parameter change
     loads on the loader thread as in depth_node; deactivate and activate again."""
     from lifecycle_msgs.msg import Transition
@@ -346,7 +336,7 @@ def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    ckpt_a, ckpt_b = make_checkpoint(tmp_path / 'a.ckpt', 1), make_checkpoint(tmp_path / 'b.ckpt', 2)
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp_path)
     proc = start_node('lifecycle_depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
                       {'checkpoint': str(ckpt_a), 'device': 'cpu', 'precision': 'fp32'}, namespace='/managed')
     probe = ClientNode(make_node=lambda context: Node('managed_test', namespace='/managed', context=context))
@@ -454,7 +444,7 @@ def test_a_distorted_camera_is_rectified(session):
           f'unrectified {error(raw):.4f}')
 
 
-def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
+def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti, make_small_checkpoint):
     """A workspace that installed only torch: the CPU default (onnxruntime, int8) falls back to
     torch in fp32 with a warning, instead of dying on the first export."""
     blocker = tmp_path / 'site'
@@ -466,7 +456,7 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
         '        if name.split(".")[0] in ("onnx", "onnxruntime"):\n'
         '            raise ModuleNotFoundError(f"No module named {name!r}")\n'
         'sys.meta_path.insert(0, Block())\n')
-    ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
+    ckpt, _ = make_checkpoints(make_small_checkpoint, tmp_path)
     from packnet_ros.ros.node_process import ros_environment
     env = {**ros_environment(), 'PYTHONPATH': with_path(blocker)}
     # its own namespace: the session's depth_node runs beside it

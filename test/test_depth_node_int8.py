@@ -2,30 +2,21 @@
 float again when int8 would change depth too much)."""
 import cv2
 import numpy as np
-import pytest
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from test_depth_node import FRAME_ID, DepthClient, diagnostic_value
 
-from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.image import read_rgb
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import image_to_depth
 from packnet_ros.serving.calibration import Int8Calibrator, Int8State
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.serving.provision import resolve
 
-from helpers import DEADLINE, KITTI_DRIVE, REPO, require
+from helpers import DEADLINE, REPO
 
 SHIPPED = REPO / 'models' / 'synthetic_scale_free.ckpt'
 SIZE = (96, 320)
 CALIBRATION = 4
-
-
-@pytest.fixture(scope='module')
-def kitti():
-    drive = KittiDrive(require(KITTI_DRIVE))
-    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
 
 
 def start(tmp_path, kitti, **parameters):

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -16,8 +15,6 @@ from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
 from packnet_ros.metrics import image_metrics
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import depth_to_image
 from packnet_ros.serving.inference import DepthEstimator
@@ -27,11 +24,9 @@ from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliabl
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)  # a plausible scale, so that the 80 m cap and clipping matter less than noise
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, input_size=(96, 320))
+def checkpoint(tmp_path_factory, make_small_checkpoint):
+    # a plausible scale, so that the 80 m cap and clipping matter less than noise
+    return make_small_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', size=(96, 320), depth=12.0)
 
 
 def test_split_lines_in_both_common_formats():

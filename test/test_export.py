@@ -7,8 +7,8 @@ import torch
 
 from packnet_ros.cli import main
 from packnet_ros.image import read_rgb
-from packnet_ros.model.checkpoints import CheckpointError, save_checkpoint
-from packnet_ros.networks import PackNetSlim01, PoseNet
+from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving import onnx_model
 from packnet_ros.serving.export import ExportError, export_depth
 from packnet_ros.serving.inference import DepthEstimator
@@ -19,13 +19,10 @@ from helpers import KITTI_DRIVE, require
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)
-    net.depth_scale = 1.7  # a learnt scale must survive the export
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, PoseNet(), step=42,
-                           input_size=(64, 192))
+def checkpoint(tmp_path_factory, make_small_checkpoint):
+    # a learnt scale must survive the export
+    return make_small_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', step=42, depth=12.0, scale=1.7,
+                                 pose=True)
 
 
 def kitti_image():

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
 from packnet_ros.serving.provision import resolve
 
@@ -21,19 +18,12 @@ SIZE = (64, 192)
 RGB = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
 
 
-def make_checkpoint(folder: Path, seed: int, scale: float) -> Path:
-    torch.manual_seed(seed)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)
-    net.depth_scale = scale
-    return save_checkpoint(folder / f'seed{seed}.ckpt', net, step=seed, input_size=SIZE)
-
-
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, make_small_checkpoint):
     """The served model and another one (other weights, other scale)."""
     folder = tmp_path_factory.mktemp('ckpt')
-    return make_checkpoint(folder, 0, 1.7), make_checkpoint(folder, 1, 0.5)
+    return tuple(make_small_checkpoint(folder / f'seed{seed}.ckpt', seed, SIZE, step=seed, depth=12.0, scale=scale)
+                 for seed, scale in ((0, 1.7), (1, 0.5)))
 
 
 @pytest.fixture

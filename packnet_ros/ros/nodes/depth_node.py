@@ -80,11 +80,11 @@ PARAMETERS = {
                        choices=('auto', 'fp32', 'fp16', 'bf16', 'int8')),
     'calibration_frames': Param(16, 'int8: camera frames kept for calibration', low=MIN_FRAMES),
     'calibration_period': Param(2.0, 'int8: seconds at least between two kept calibration frames', low=0.0),
-    'int8_tolerance': Param(INT8_TOLERANCE_REL, 'int8: largest median relative change of depth against float on the '
-                                  'calibration frames and on live frames; a model beyond it is served in float',
-                            low=0.0, high=1.0),
-    'int8_recheck_period': Param(RECHECK_PERIOD_S, 'int8: seconds between checks of int8 against float on a live frame '
-                                       '(0: never)', low=0.0),
+    'int8_tolerance': Param(INT8_TOLERANCE_REL, 'int8: largest median relative change of depth against float on '
+                                                'the calibration frames and on live frames; a model beyond it is '
+                                                'served in float', low=0.0, high=1.0),
+    'int8_recheck_period': Param(RECHECK_PERIOD_S, 'int8: seconds between checks of int8 against float on a live '
+                                                   'frame (0: never)', low=0.0),
     'output_resolution': Param('network', 'publish depth at "network" or "input" image resolution',
                                choices=('network', 'input')),
     'min_depth': Param(0.5, 'metres; nearer predictions are published as -Inf (REP 117; NaN with '

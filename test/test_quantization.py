@@ -145,3 +145,14 @@ def test_featureless_frames_are_not_kept_for_calibration():
     assert kept.refused == 4 and not kept.frames
     scene = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     assert [kept.offer(scene, stamp=10 + i) for i in range(4)] == [False, False, False, True]
+
+
+def test_the_calibrator_keeps_frames_only_where_int8_calibrates(frames):
+    from packnet_ros.serving.calibration import Int8Calibrator, Int8State
+
+    calibrator = Int8Calibrator(resolve(SHIPPED, 'cpu'), 4, 0.0)  # auto on a CPU: int8, calibrated here
+    assert calibrator.state is Int8State.CALIBRATING and calibrator.status() == 'calibrating: 0/4 frames'
+    assert [calibrator.offer(rgb, float(i)) for i, rgb in enumerate(frames[:4])] == [False, False, False, True]
+    assert calibrator.status() == 'calibrating: 4/4 frames'
+    unused = Int8Calibrator(resolve(SHIPPED, 'cpu', 'torch'), 4, 0.0)
+    assert unused.state is Int8State.NOT_USED and not unused.offer(frames[0], 0.0) and unused.status() == 'not used'

@@ -23,6 +23,7 @@ import numpy as np
 from packnet_ros.data.kitti import KittiDrive, KittiError
 from packnet_ros.image import IMAGE_SUFFIXES, ImageError, colorize_depth, read_rgb
 from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.serving.provision import DEFAULT_SIZE
 
 if TYPE_CHECKING:  # imported where used: rosbags takes a while to load
     from packnet_ros.data.bag import BagError
@@ -77,12 +78,22 @@ def write_output(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def serving_plan(args: argparse.Namespace):
+    """The plan of a command that serves args.checkpoint (no camera frames to calibrate int8 on),
+    its fallback said on stderr."""
+    from packnet_ros.serving.provision import resolve
+
+    plan = resolve(args.checkpoint, args.device, args.backend, args.precision, calibration=False)
+    if plan.note:
+        print(f'packnet-ros {args.command}: {plan.note}', file=sys.stderr)
+    return plan
+
+
 def run_infer(args: argparse.Namespace) -> int:
     from packnet_ros.serving.inference import DepthEstimator
 
     images = collect_inputs(Path(args.input), args.camera)
-    estimator = DepthEstimator.from_checkpoint(args.checkpoint, args.height, args.width, args.device,
-                                               backend=args.backend, precision=args.precision)
+    estimator = DepthEstimator.provision(args.checkpoint, serving_plan(args), (args.height, args.width))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -269,8 +280,8 @@ def run_eval(args: argparse.Namespace) -> int:
         samples = drive_samples(args.data, args.camera)
     else:
         raise ValueError(f'{args.data} is not a drive folder: give --split FILE listing frames under it')
-    config = EvalConfig(args.checkpoint, samples, args.height, args.width, args.device, args.precision,
-                        args.backend, args.batch_size, args.workers, args.min_depth, args.max_depth,
+    config = EvalConfig(args.checkpoint, samples, serving_plan(args), args.height, args.width, args.batch_size,
+                        args.workers, args.min_depth, args.max_depth,
                         None if args.crop == 'none' else args.crop)
     with tqdm(total=len(samples), desc='evaluating', unit='image', disable=PROGRESS) as bar:
         result = evaluate(config, bar.update)
@@ -287,9 +298,13 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from packnet_ros.model.checkpoints import load_checkpoint
     from packnet_ros.serving.export import export_checkpoint
+    from packnet_ros.serving.provision import network_size, resolve
 
+    plan = resolve(args.checkpoint, 'cpu', 'onnxruntime', 'int8' if args.int8 else 'fp32')
+    if plan.backend != 'onnxruntime':
+        raise RuntimeError(f'cannot export: {plan.note.partition(":")[0]}')
     frames = []
-    if args.int8:
+    if plan.calibrate:
         from packnet_ros.data.bag import BagError
         from packnet_ros.data.triplets import open_source, spread_frames
 
@@ -297,8 +312,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise SystemExit('--int8 needs --calibration DATA: frames from the camera the model will serve')
         height, width = args.height or 0, args.width or 0
         if not (height and width):
-            trained = load_checkpoint(args.checkpoint).input_size or (192, 640)
-            height, width = height or trained[0], width or trained[1]
+            height, width = network_size(load_checkpoint(args.checkpoint).input_size, height, width)
         datasets = []
         for source in args.calibration:
             try:
@@ -340,12 +354,16 @@ def run_strip(args: argparse.Namespace) -> int:
 def add_model_arguments(parser: argparse.ArgumentParser, device: str) -> None:
     """Which model to run and how: shared by the commands that infer depth."""
     parser.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt, packnet_ros checkpoint or .onnx')
-    parser.add_argument('--height', type=int, help='network input height (default: from checkpoint, else 192)')
-    parser.add_argument('--width', type=int, help='network input width (default: from checkpoint, else 640)')
+    parser.add_argument('--height', type=int,
+                        help=f'network input height (default: from checkpoint, else {DEFAULT_SIZE[0]})')
+    parser.add_argument('--width', type=int,
+                        help=f'network input width (default: from checkpoint, else {DEFAULT_SIZE[1]})')
     parser.add_argument('--device', default=device, help='cpu, cuda, cuda:N or auto')
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
-    parser.add_argument('--backend', default='torch', choices=('torch', 'onnxruntime'),
-                        help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it')
+    parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'fp16', 'bf16', 'int8'),
+                        help='auto: fp32 (int8 needs an int8 .onnx: packnet-ros export --int8)')
+    parser.add_argument('--backend', default='torch', choices=('auto', 'torch', 'onnxruntime'),
+                        help='onnxruntime exports the checkpoint once (cached); an .onnx checkpoint always uses it; '
+                             'auto: onnxruntime on a CPU in fp32, torch otherwise')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser('export', help='the depth network (and PoseNet) as ONNX, checked in ONNX Runtime')
     export.add_argument('--checkpoint', required=True, help='packnet-sfm .ckpt or packnet_ros checkpoint')
     export.add_argument('--onnx', required=True, help='output .onnx (PoseNet goes to NAME_pose.onnx)')
-    export.add_argument('--height', type=int, help='input height (default: from checkpoint, else 192)')
-    export.add_argument('--width', type=int, help='input width (default: from checkpoint, else 640)')
+    export.add_argument('--height', type=int, help=f'input height (default: from checkpoint, else {DEFAULT_SIZE[0]})')
+    export.add_argument('--width', type=int, help=f'input width (default: from checkpoint, else {DEFAULT_SIZE[1]})')
     export.add_argument('--opset', type=int, default=17, help='17 writes GroupNorm as InstanceNormalization, '
                                                                'which every runtime supports')
     export.add_argument('--dynamic-batch', action='store_true', help='batch size free at run time')

@@ -20,6 +20,7 @@ from packnet_ros.data.split import Sample
 from packnet_ros.image import read_rgb, to_tensor
 from packnet_ros.metrics import METRIC_NAMES, DepthMetrics, Errors, image_metrics, mean_metrics
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import ServingPlan
 
 
 def drive_samples(drive_dir: str | Path, camera: int = 2) -> list[Sample]:
@@ -59,11 +60,9 @@ def _collate(items: list) -> tuple[torch.Tensor, list[np.ndarray], list[int]]:
 class EvalConfig:
     checkpoint: str
     samples: list[Sample]
+    plan: ServingPlan  # packnet_ros.serving.provision.resolve: backend, precision and device
     height: int | None = None  # None: the size the checkpoint was trained at
     width: int | None = None
-    device: str = 'auto'
-    precision: str = 'fp32'
-    backend: str = 'torch'  # or onnxruntime; an .onnx checkpoint always runs on onnxruntime
     batch_size: int = 8
     workers: int = 2
     min_depth: float = 0.0
@@ -88,8 +87,7 @@ class EvalResult:
 
 def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) -> EvalResult:
     """Metrics of a checkpoint over the samples, metric and median-scaled (gt/pred per image)."""
-    estimator = DepthEstimator.from_checkpoint(config.checkpoint, config.height, config.width, config.device,
-                                               backend=config.backend, precision=config.precision)
+    estimator = DepthEstimator.provision(config.checkpoint, config.plan, (config.height, config.width))
     loader = DataLoader(EvalFrames(config.samples, estimator.height, estimator.width),
                         batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
     per_image: list[DepthMetrics | None] = [None] * len(config.samples)
@@ -105,8 +103,8 @@ def evaluate(config: EvalConfig, progress: Callable[[int], None] | None = None) 
         raise KittiError('no frame has ground truth: expected proj_depth/velodyne/image_0X/FRAME.npz '
                          'or velodyne_points/data/FRAME.bin in the drive folders')
     mean = mean_metrics(per_image)
-    settings = {k: getattr(config, k) for k in ('precision', 'min_depth', 'max_depth', 'crop')}
-    settings['backend'] = estimator.backend
+    settings = {'precision': config.plan.precision, 'min_depth': config.min_depth, 'max_depth': config.max_depth,
+                'crop': config.crop, 'backend': estimator.backend.name}
     return EvalResult(config.checkpoint, (estimator.height, estimator.width), mean.images, missing,
                       mean.metric, mean.median_scaled, mean.scale_ratio, settings)
 

@@ -11,24 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from packnet_ros.cli import main
 from packnet_ros.data.bag import write_kitti_bag
 from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.image import read_rgb
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 from helpers import KITTI_DRIVE, require
-
-
-@pytest.fixture(scope='module')
-def small_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('ckpt') / 'small.ckpt'
-    return save_checkpoint(path, PackNetSlim01(width=0.25), input_size=(64, 192))
 
 
 def test_infer_on_kitti_drive_writes_depth_equal_to_library(small_checkpoint, tmp_path, capsys):
@@ -39,7 +30,7 @@ def test_infer_on_kitti_drive_writes_depth_equal_to_library(small_checkpoint, tm
     assert len(list(tmp_path.glob('*_depth.png'))) == 7
     depth = np.load(npys[3])
     assert depth.shape == (64, 192) and depth.dtype == np.float32
-    expected = DepthEstimator.from_checkpoint(small_checkpoint).infer(
+    expected = DepthEstimator.provision(small_checkpoint, resolve(small_checkpoint, 'cpu', 'torch', 'fp32')).infer(
         read_rgb(drive / 'image_02' / 'data' / '0000000003.png'))
     np.testing.assert_array_equal(depth, expected)
     assert np.all(depth >= 0.5)  # InvDepth caps inverse depth at 1/min_depth(0.5)

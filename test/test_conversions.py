@@ -12,7 +12,6 @@ from packnet_ros.ros.nodes.conversions import (
     cloud_to_points,
     compressed_to_rgb,
     depth_to_image,
-    depth_to_points,
     image_to_depth,
     image_to_rgb,
     limit_range,
@@ -95,19 +94,12 @@ def test_depth_image_round_trip_keeps_nan():
     np.testing.assert_array_equal(image_to_depth(m), depth)
 
 
-def test_points_are_back_projected_depth_with_packed_colour():
-    K = np.array([[10.0, 0, 3.5], [0, 12.0, 2.0], [0, 0, 1]])
-    depth = RNG.uniform(1, 5, size=(6, 8)).astype(np.float32)
-    depth[0, 0] = np.nan
-    points = cloud_to_points(points_to_cloud(depth_to_points(depth, RGB, K), Header()))
-    v, u = 4, 6
-    d = depth[v, u]
-    np.testing.assert_allclose(points[v, u, :3], [(u - 3.5) / 10 * d, (v - 2.0) / 12 * d, d], rtol=1e-6)
-    r, g, b = RGB[v, u]
-    assert points[v, u, 3:].view(np.uint32)[0] == (int(r) << 16) | (int(g) << 8) | int(b)
-    assert np.isnan(points[0, 0, :3]).all()
-    strided = depth_to_points(depth, RGB, K, stride=2)
-    assert strided.shape == (3, 4, 4) and strided[2, 3, 2] == depth[4, 6]
+def test_a_cloud_holds_the_points_it_was_made_of():
+    points = RNG.uniform(-5, 5, size=(6, 8, 4)).astype(np.float32)
+    points[0, 0, :3] = np.nan
+    cloud = points_to_cloud(points, Header(frame_id='cam'))
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb'] and (cloud.height, cloud.width) == (6, 8)
+    np.testing.assert_array_equal(cloud_to_points(cloud), points)
 
 
 def test_camera_matrix_prefers_rectified_projection():

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from packnet_ros.geometry import depth_to_points
 from packnet_ros.metrics import Headline
 from packnet_ros.ros.demo.report import (
     DemoReport,
@@ -14,7 +15,6 @@ from packnet_ros.ros.demo.report import (
     valid_points,
     write_ply,
 )
-from packnet_ros.ros.nodes.conversions import depth_to_points
 
 
 def test_ply_round_trip_keeps_points_and_colours(tmp_path):

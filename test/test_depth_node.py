@@ -1,11 +1,11 @@
 """depth_node as a real process over Fast DDS, fed KITTI_tiny frames."""
 import itertools
+import os
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -13,24 +13,22 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.image import read_rgb
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
-from helpers import DEADLINE, KITTI_DRIVE, REPO, require
+from helpers import DEADLINE, REPO
 
 FRAME_ID = 'camera_color_left'
 SIZE = (64, 192)
 
 
-def make_checkpoint(path, seed):
-    torch.manual_seed(seed)
-    return save_checkpoint(path, PackNetSlim01(width=0.25), input_size=SIZE, step=seed)
+def make_checkpoints(make_small_checkpoint, folder):
+    """a.ckpt and b.ckpt: two small models at SIZE, of other weights."""
+    return tuple(make_small_checkpoint(folder / f'{name}.ckpt', seed, SIZE, step=seed)
+                 for name, seed in (('a', 1), ('b', 2)))
 
 
 def rep117(depth, near=0.5, far=80.0):
@@ -42,7 +40,7 @@ def expected_depth(checkpoint, rgb, backend='onnxruntime'):
     """What the core library gives for this frame with the node's defaults: range 0.5-80 m (REP 117)
     and, on a CPU, the onnxruntime backend (its depth is held to torch's in test_export.py and below)."""
     net_rgb = cv2.resize(rgb, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
-    return rep117(DepthEstimator.from_checkpoint(checkpoint, backend=backend).infer(net_rgb))
+    return rep117(DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', backend, 'fp32')).infer(net_rgb))
 
 
 def to_msg(rgb, stamp, encoding='rgb8'):
@@ -75,15 +73,9 @@ class DepthClient:
 
 
 @pytest.fixture(scope='module')
-def kitti():
-    drive = KittiDrive(require(KITTI_DRIVE))
-    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
-
-
-@pytest.fixture(scope='module')
-def session(tmp_path_factory, kitti):
+def session(tmp_path_factory, kitti, make_small_checkpoint):
     tmp = tmp_path_factory.mktemp('depth_node')
-    ckpt_a, ckpt_b = make_checkpoint(tmp / 'a.ckpt', 1), make_checkpoint(tmp / 'b.ckpt', 2)
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp)
     params = tmp / 'depth.yaml'
     shutil.copy(REPO / 'config' / 'depth.yaml', params)
     # Default parameters (QoS included): the node must adapt to this client's reliable publishers.
@@ -250,6 +242,142 @@ def test_setting_the_checkpoint_parameter_reloads(session, kitti):
     assert not client.probe.wait_for(lambda: rejected.result(), DEADLINE, 'reply').results[0].successful
 
 
+def with_path(folder):
+    """PYTHONPATH with `folder` first: its sitecustomize.py runs in the node, which still imports
+    the packnet_ros these tests import."""
+    return os.pathsep.join(filter(None, (str(folder), os.environ.get('PYTHONPATH'))))
+
+
+# In the node: a checkpoint X.ckpt waits to load while X.gate exists (the test removes it).
+GATED_LOADS = """
+import time
+from pathlib import Path
+
+from packnet_ros.serving.inference import DepthEstimator
+
+provision = DepthEstimator.provision.__func__
+
+
+def gated(cls, checkpoint, *args, **kwargs):
+    while Path(checkpoint).with_suffix('.gate').exists():
+        time.sleep(0.05)
+    return provision(cls, checkpoint, *args, **kwargs)
+
+
+DepthEstimator.provision = classmethod(gated)
+"""
+
+
+def test_frames_are_served_while_a_parameter_change_loads_its_model(tmp_path, kitti, make_small_checkpoint):
+    """`ros2 param set /depth_node checkpoint X` loads X on the loader thread: the node keeps
+    serving the camera until X is loaded, and the parameter call then says whether it loaded."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from packnet_ros.ros.node_process import ros_environment
+
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(GATED_LOADS)
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp_path)
+    broken = tmp_path / 'broken.ckpt'
+    broken.write_bytes(b'not a checkpoint')
+    env = {**ros_environment(), 'PYTHONPATH': with_path(site)}
+    proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt_a), 'device': 'cpu', 'precision': 'fp32'}, namespace='/gated', env=env)
+    probe = ClientNode(make_node=lambda context: Node('gated_test', namespace='/gated', context=context))
+    client = DepthClient(probe)
+    service = probe.node.create_client(SetParameters, '/gated/depth_node/set_parameters')
+    stamps = itertools.count(1)
+    rgb = kitti[1][0]
+
+    def set_checkpoint(path):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(path))
+        return service.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint', value=value)]))
+
+    def served_while_loading(path):
+        """Set the checkpoint parameter to `path`, held at its gate while frames are answered;
+        then let it load and return the parameter call's result."""
+        gate = path.with_suffix('.gate')
+        gate.touch()
+        future = set_checkpoint(path)
+        for _ in range(3):
+            client.send(rgb, next(stamps))
+        assert not future.done()  # its load still waits at the gate: these frames were served meanwhile
+        gate.unlink()
+        return probe.wait_for(lambda: future.result(), DEADLINE, 'set_parameters reply').results[0]
+
+    try:
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0 and service.service_is_ready(),
+                       DEADLINE, 'depth_node to come up')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected_depth(ckpt_a, rgb),
+                                   rtol=1e-5, equal_nan=True)
+        result = served_while_loading(ckpt_b)
+        assert result.successful, result.reason
+        expected = expected_depth(ckpt_b, rgb)
+        client.probe.wait_for(lambda: np.allclose(image_to_depth(client.send(rgb, next(stamps))), expected,
+                                                  rtol=1e-5, equal_nan=True), DEADLINE, 'b.ckpt to serve')
+        result = served_while_loading(broken)
+        assert not result.successful and 'broken.ckpt' in result.reason
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                   equal_nan=True)  # the served model stays
+        assert proc.alive()
+    finally:
+        probe.close()
+        proc.stop()
+    assert proc.popen.returncode == 0, proc.log_tail()
+
+
+def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti, make_small_checkpoint):
+    """lifecycle_depth_node: configure loads the model, activate serves it; a parameter change
+    loads on the loader thread as in depth_node; deactivate and activate again."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    ckpt_a, ckpt_b = make_checkpoints(make_small_checkpoint, tmp_path)
+    proc = start_node('lifecycle_depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
+                      {'checkpoint': str(ckpt_a), 'device': 'cpu', 'precision': 'fp32'}, namespace='/managed')
+    probe = ClientNode(make_node=lambda context: Node('managed_test', namespace='/managed', context=context))
+    client = DepthClient(probe)
+    change_state = probe.node.create_client(ChangeState, '/managed/depth_node/change_state')
+    set_parameters = probe.node.create_client(SetParameters, '/managed/depth_node/set_parameters')
+    stamps = itertools.count(1)
+    rgb = kitti[1][0]
+
+    def transition(transition_id):
+        future = change_state.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert probe.wait_for(lambda: future.result(), DEADLINE, f'transition {transition_id}').success
+
+    try:
+        probe.wait_for(lambda: change_state.service_is_ready() and set_parameters.service_is_ready(), DEADLINE,
+                       'lifecycle_depth_node to come up')
+        transition(Transition.TRANSITION_CONFIGURE)
+        transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0, DEADLINE, 'the camera subscription')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected_depth(ckpt_a, rgb),
+                                   rtol=1e-5, equal_nan=True)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(ckpt_b))
+        future = set_parameters.call_async(SetParameters.Request(parameters=[Parameter(name='checkpoint',
+                                                                                       value=value)]))
+        assert probe.wait_for(lambda: future.result(), DEADLINE, 'set_parameters reply').results[0].successful
+        expected = expected_depth(ckpt_b, rgb)
+        probe.wait_for(lambda: np.allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                           equal_nan=True), DEADLINE, 'b.ckpt to serve')
+        transition(Transition.TRANSITION_DEACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() == 0, DEADLINE, 'unsubscribing')
+        transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: client.pub_image.get_subscription_count() > 0, DEADLINE, 'subscribing again')
+        np.testing.assert_allclose(image_to_depth(client.send(rgb, next(stamps))), expected, rtol=1e-5,
+                                   equal_nan=True)
+        assert proc.alive()
+    finally:
+        probe.close()
+        proc.stop()
+    assert proc.popen.returncode == 0, proc.log_tail()
+
+
 def test_diagnostics_report_model_and_counts(session):
     client = session[0]
     diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and
@@ -316,7 +444,7 @@ def test_a_distorted_camera_is_rectified(session):
           f'unrectified {error(raw):.4f}')
 
 
-def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
+def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti, make_small_checkpoint):
     """A workspace that installed only torch: the CPU default (onnxruntime, int8) falls back to
     torch in fp32 with a warning, instead of dying on the first export."""
     blocker = tmp_path / 'site'
@@ -328,9 +456,9 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti):
         '        if name.split(".")[0] in ("onnx", "onnxruntime"):\n'
         '            raise ModuleNotFoundError(f"No module named {name!r}")\n'
         'sys.meta_path.insert(0, Block())\n')
-    ckpt = make_checkpoint(tmp_path / 'a.ckpt', 1)
+    ckpt, _ = make_checkpoints(make_small_checkpoint, tmp_path)
     from packnet_ros.ros.node_process import ros_environment
-    env = {**ros_environment(), 'PYTHONPATH': str(blocker)}
+    env = {**ros_environment(), 'PYTHONPATH': with_path(blocker)}
     # its own namespace: the session's depth_node runs beside it
     proc = start_node('depth_node', tmp_path / 'node.log', (REPO / 'config' / 'depth.yaml',),
                       {'checkpoint': str(ckpt), 'device': 'cpu'}, namespace='/no_onnx', env=env)

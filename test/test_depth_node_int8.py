@@ -2,29 +2,21 @@
 float again when int8 would change depth too much)."""
 import cv2
 import numpy as np
-import pytest
-import torch
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from test_depth_node import FRAME_ID, DepthClient, diagnostic_value
 
-from packnet_ros.data.kitti import KittiDrive
-from packnet_ros.image import read_rgb
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import image_to_depth
+from packnet_ros.serving.calibration import Int8Calibrator, Int8State
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
-from helpers import DEADLINE, KITTI_DRIVE, REPO, require
+from helpers import DEADLINE, REPO
 
 SHIPPED = REPO / 'models' / 'synthetic_scale_free.ckpt'
 SIZE = (96, 320)
 CALIBRATION = 4
-
-
-@pytest.fixture(scope='module')
-def kitti():
-    drive = KittiDrive(require(KITTI_DRIVE))
-    return drive, [read_rgb(drive.image_path(f)) for f in drive.frames]
 
 
 def start(tmp_path, kitti, **parameters):
@@ -74,11 +66,11 @@ def test_int8_after_calibration_on_the_cameras_own_frames(tmp_path, kitti):
     # The model the node quantized is the one these very frames give (same cache entry), and its
     # depth is float's within int8's few per cent.
     calibrated = [network_frame(rgb) for rgb in frames[:CALIBRATION]]
-    int8 = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', precision='int8',
-                                          calibration=calibrated, min_depth=0.5, max_depth=80.0)
+    int8 = DepthEstimator.provision(SHIPPED, resolve(SHIPPED, 'cpu', 'onnxruntime', 'int8'), SIZE,
+                                    calibration=calibrated, min_depth=0.5, max_depth=80.0)
     np.testing.assert_allclose(depth, int8.infer(network_frame(frames[5])), rtol=1e-5, equal_nan=True)
-    fp32 = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, min_depth=0.5, max_depth=80.0).infer(
-        network_frame(frames[5]))
+    fp32 = DepthEstimator.provision(SHIPPED, resolve(SHIPPED, 'cpu', 'torch', 'fp32'), SIZE, min_depth=0.5,
+                                    max_depth=80.0).infer(network_frame(frames[5]))
     valid = np.isfinite(depth) & np.isfinite(fp32)
     assert valid.mean() > 0.9 and np.median(np.abs(depth[valid] - fp32[valid]) / fp32[valid]) < 0.03
 
@@ -94,25 +86,10 @@ def test_int8_refused_serves_float(tmp_path, kitti):
     finally:
         client.probe.close()
         proc.stop()
-    expected = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', min_depth=0.5,
-                                              max_depth=80.0).infer(network_frame(frames[5]))
+    expected = DepthEstimator.provision(SHIPPED, resolve(SHIPPED, 'cpu', 'onnxruntime', 'fp32'), SIZE, min_depth=0.5,
+                                        max_depth=80.0).infer(network_frame(frames[5]))
     np.testing.assert_allclose(depth, expected, rtol=1e-5, equal_nan=True)
 
-
-
-def test_auto_serving_is_int8_only_for_a_checkpoint_on_a_cpu():
-    from packnet_ros.ros.nodes.depth_node import Serving, choose_serving
-
-    cpu, gpu = torch.device('cpu'), torch.device('cuda')
-    assert choose_serving('auto', 'auto', cpu, 'model.ckpt') == Serving('onnxruntime', 'int8')
-    assert choose_serving('onnxruntime', 'auto', cpu, 'model.ckpt') == Serving('onnxruntime', 'int8')
-    assert choose_serving('torch', 'auto', cpu, 'model.ckpt') == Serving('torch', 'fp32')
-    assert choose_serving('auto', 'auto', gpu, 'model.ckpt') == Serving('torch', 'fp32')
-    assert choose_serving('auto', 'auto', cpu, 'model.onnx') == Serving('onnxruntime', 'fp32')  # the file decides
-    assert choose_serving('auto', 'auto', cpu, '') == Serving('torch', 'fp32')  # untrained network: torch
-    assert choose_serving('auto', 'bf16', cpu, 'model.ckpt') == Serving('torch', 'bf16')
-    with pytest.raises(ValueError, match='int8 needs'):
-        choose_serving('torch', 'int8', cpu, 'model.ckpt')
 
 
 class FixedDepth:
@@ -129,22 +106,27 @@ class FixedDepth:
 def test_int8_that_drifts_from_float_on_live_frames_falls_back_to_float():
     """Calibration frames can pass the int8 check on themselves and not represent the camera:
     int8 is checked against float on a live frame every int8_recheck_period seconds."""
-    from packnet_ros.ros.nodes.depth_node import DepthServing, Int8
+    from packnet_ros.ros.nodes.depth_node import DepthServing
 
     client = ClientNode('int8_recheck_test')
     try:
         serving = DepthServing(client.node, client.node.create_publisher)
+        p = serving.params  # the node's defaults: 3 % tolerance, a check every 30 s
+        plan = resolve(SHIPPED, 'cpu', 'onnxruntime', 'int8')
+        serving.int8 = Int8Calibrator(plan, p['calibration_frames'], p['calibration_period'], p['int8_tolerance'],
+                                      p['int8_recheck_period'], serving._int8_refused)
         float_depth = np.full((4, 6), 10.0, np.float32)
         reference = FixedDepth(float_depth)
-        serving.reference, serving.int8 = reference, Int8.SERVING
+        serving.int8.reference, serving.int8.state = reference, Int8State.SERVING
         rgb = np.zeros((4, 6, 3), np.uint8)
-        serving._check_int8(rgb, float_depth * 1.02, now=100.0)  # within 3 %: int8 stays
-        assert serving.int8 is Int8.SERVING and serving.pending is None and reference.calls == 1
-        serving._check_int8(rgb, float_depth * 1.5, now=110.0)  # not due: 30 s between checks
-        assert serving.int8 is Int8.SERVING and reference.calls == 1
-        serving._check_int8(rgb, float_depth * 1.12, now=131.0)
-        assert serving.int8 is Int8.REFUSED and serving.pending is reference and serving.reference is None
-        assert 'int8 changed depth by 12.0% against float' in serving.int8_reason
+        serving._recheck_int8(rgb, float_depth * 1.02, now=100.0)  # within 3 %: int8 stays
+        assert serving.int8.state is Int8State.SERVING and serving.pending is None and reference.calls == 1
+        serving._recheck_int8(rgb, float_depth * 1.5, now=110.0)  # not due: 30 s between checks
+        assert serving.int8.state is Int8State.SERVING and reference.calls == 1
+        serving._recheck_int8(rgb, float_depth * 1.12, now=131.0)
+        assert (serving.int8.state is Int8State.REFUSED and serving.pending is reference
+                and serving.int8.reference is None)
+        assert 'int8 changed depth by 12.0% against float' in serving.int8.reason
         assert serving.health.errors
     finally:
         client.close()

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -16,21 +15,18 @@ from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
 from packnet_ros.metrics import image_metrics
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import depth_to_image
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 from helpers import DEADLINE, KITTI_DRIVE, KITTI_TINY, require, wait_for_reliable_subscribers
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)  # a plausible scale, so that the 80 m cap and clipping matter less than noise
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, input_size=(96, 320))
+def checkpoint(tmp_path_factory, make_small_checkpoint):
+    # a plausible scale, so that the 80 m cap and clipping matter less than noise
+    return make_small_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', size=(96, 320), depth=12.0)
 
 
 def test_split_lines_in_both_common_formats():
@@ -54,7 +50,7 @@ def test_eval_equals_metrics_module_on_the_same_pairs(checkpoint, tmp_path, caps
     assert 'median-scaled' in printed and 'abs_rel' in printed
     result = json.loads(out.read_text())
 
-    estimator = DepthEstimator.from_checkpoint(checkpoint)
+    estimator = DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'torch', 'fp32'))
     drive = KittiDrive(KITTI_DRIVE)
     per_image = []
     for frame in range(1, 6):  # kitti_tiny.txt names frames 1-5 of the left camera

@@ -7,23 +7,22 @@ import torch
 
 from packnet_ros.cli import main
 from packnet_ros.image import read_rgb
-from packnet_ros.model.checkpoints import CheckpointError, save_checkpoint
-from packnet_ros.networks import PackNetSlim01, PoseNet
-from packnet_ros.serving import export
-from packnet_ros.serving.export import ExportError, OnnxInfo, export_depth
+from packnet_ros.model.checkpoints import CheckpointError
+from packnet_ros.networks import PackNetSlim01
+from packnet_ros.serving import onnx_model
+from packnet_ros.serving.export import ExportError, export_depth
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.onnx_model import OnnxInfo
+from packnet_ros.serving.provision import resolve
 
 from helpers import KITTI_DRIVE, require
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)
-    net.depth_scale = 1.7  # a learnt scale must survive the export
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', net, PoseNet(), step=42,
-                           input_size=(64, 192))
+def checkpoint(tmp_path_factory, make_small_checkpoint):
+    # a learnt scale must survive the export
+    return make_small_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small.ckpt', step=42, depth=12.0, scale=1.7,
+                                 pose=True)
 
 
 def kitti_image():
@@ -56,43 +55,46 @@ def test_onnx_model_serves_the_same_depth_as_torch(checkpoint, tmp_path):
     out = tmp_path / 'depth.onnx'
     assert main(['export', '--checkpoint', str(checkpoint), '--onnx', str(out)]) == 0
     rgb = kitti_image()
-    reference = DepthEstimator.from_checkpoint(checkpoint).infer(rgb)
-    served = DepthEstimator.from_checkpoint(out, min_depth=0.0)
+    on_torch = resolve(checkpoint, 'cpu', 'torch', 'fp32')
+    reference = DepthEstimator.provision(checkpoint, on_torch).infer(rgb)
+    served = DepthEstimator.provision(out, resolve(out, 'cpu', 'torch', 'fp32'), min_depth=0.0)
     batch = torch.rand(3, 3, 64, 192, generator=torch.Generator().manual_seed(0))
-    assert served.run.fixed_batch == 1  # exported without --dynamic-batch: batches go through a slice at a time
-    torch.testing.assert_close(served.infer_tensor(batch), DepthEstimator.from_checkpoint(checkpoint, min_depth=0.0)
+    assert served.backend.fixed_batch == 1  # exported without --dynamic-batch: batches go through a slice at a time
+    torch.testing.assert_close(served.infer_tensor(batch), DepthEstimator.provision(checkpoint, on_torch, min_depth=0.0)
                                .infer_tensor(batch), rtol=1e-3, atol=0)  # depth; inverse depth is held to 1e-4
-    assert served.backend == 'onnxruntime' and (served.height, served.width) == (64, 192) and served.step == 42
+    assert served.backend.name == 'onnxruntime' and (served.height, served.width) == (64, 192) and served.step == 42
     np.testing.assert_allclose(served.infer(rgb), reference, rtol=1e-4)
     assert 12 * 1.7 / 1.5 < np.median(served.infer(rgb)) < 12 * 1.7 * 1.5  # the learnt scale is in the graph
 
 
 def test_onnxruntime_backend_exports_a_checkpoint_once(checkpoint, tmp_path):
     rgb = kitti_image()
-    first = DepthEstimator.from_checkpoint(checkpoint, backend='onnxruntime')
-    cached = first.run.path
-    assert cached.is_file() and first.backend == 'onnxruntime'
+    on_onnxruntime = resolve(checkpoint, 'cpu', 'onnxruntime', 'fp32')
+    first = DepthEstimator.provision(checkpoint, on_onnxruntime)
+    cached = first.backend.path
+    assert cached.is_file() and first.backend.name == 'onnxruntime'
     written = cached.stat().st_mtime_ns
-    again = DepthEstimator.from_checkpoint(checkpoint, backend='onnxruntime')
-    assert again.run.path == cached and cached.stat().st_mtime_ns == written
-    np.testing.assert_allclose(again.infer(rgb), DepthEstimator.from_checkpoint(checkpoint).infer(rgb), rtol=1e-4)
-    other_size = DepthEstimator.from_checkpoint(checkpoint, 96, 320, backend='onnxruntime')
-    assert other_size.run.path != cached and other_size.infer(rgb).shape == (96, 320)
+    again = DepthEstimator.provision(checkpoint, on_onnxruntime)
+    assert again.backend.path == cached and cached.stat().st_mtime_ns == written
+    torch_depth = DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'torch', 'fp32')).infer(rgb)
+    np.testing.assert_allclose(again.infer(rgb), torch_depth, rtol=1e-4)
+    other_size = DepthEstimator.provision(checkpoint, on_onnxruntime, (96, 320))
+    assert other_size.backend.path != cached and other_size.infer(rgb).shape == (96, 320)
 
 
 def test_errors_are_clear(checkpoint, tmp_path, capsys):
     out = tmp_path / 'depth.onnx'
     assert main(['export', '--checkpoint', str(checkpoint), '--onnx', str(out)]) == 0
     with pytest.raises(ValueError, match='exported for 192x64, not 320x96'):
-        DepthEstimator.from_checkpoint(out, 96, 320)
+        DepthEstimator.provision(out, resolve(out, 'cpu', 'torch', 'fp32'), (96, 320))
     with pytest.raises(ValueError, match='needs its TensorRT provider'):
-        DepthEstimator.from_checkpoint(out, precision='bf16')
+        DepthEstimator.provision(out, resolve(out, 'cpu', 'torch', 'bf16'))
     with pytest.raises(ValueError, match='backend must be one of'):
-        DepthEstimator.from_checkpoint(checkpoint, backend='tensorflow')
+        DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'tensorflow', 'fp32'))
     garbage = tmp_path / 'garbage.onnx'
     garbage.write_bytes(b'not a model')
     with pytest.raises(CheckpointError, match='garbage.onnx is not a readable ONNX model'):
-        DepthEstimator.from_checkpoint(garbage)
+        DepthEstimator.provision(garbage, resolve(garbage, 'cpu', 'torch', 'fp32'))
     net = PackNetSlim01(width=0.25)
     strict = tmp_path / 'strict.onnx'
     with pytest.raises(ExportError, match='differs from torch'):
@@ -105,7 +107,8 @@ def test_errors_are_clear(checkpoint, tmp_path, capsys):
 @pytest.fixture(scope='module')
 def exported(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp('onnx') / 'depth.onnx'
-    export_depth(DepthEstimator.from_checkpoint(checkpoint).net, out, 64, 192, source='small')
+    net = DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'torch', 'fp32')).net
+    export_depth(net, out, 64, 192, source='small')
     return out
 
 
@@ -130,7 +133,7 @@ def test_an_onnx_with_nan_weights_is_refused(exported, tmp_path):
 
     nan = edited(exported, tmp_path / 'nan.onnx', nan_weights)
     with pytest.raises(CheckpointError, match=r'nan\.onnx gives non-finite inverse depth on a probe image'):
-        DepthEstimator.from_checkpoint(nan)
+        DepthEstimator.provision(nan, resolve(nan, 'cpu', 'torch', 'fp32'))
 
 
 def test_an_onnx_whose_graph_takes_another_size_is_refused(exported, tmp_path):
@@ -141,24 +144,24 @@ def test_an_onnx_whose_graph_takes_another_size_is_refused(exported, tmp_path):
     resized = edited(exported, tmp_path / 'resized.onnx', claim_96x320)
     for size in ((None, None), (96, 320)):
         with pytest.raises(CheckpointError, match=r'resized\.onnx takes rgb \[1, 3, 64, 192\], not 3x96x320 images'):
-            DepthEstimator.from_checkpoint(resized, *size)
+            DepthEstimator.provision(resized, resolve(resized, 'cpu', 'torch', 'fp32'), size)
 
 
 def test_a_truncated_onnx_is_refused(exported, tmp_path):
     truncated = tmp_path / 'truncated.onnx'
     truncated.write_bytes(exported.read_bytes()[:exported.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r'truncated\.onnx is not a readable ONNX model'):
-        DepthEstimator.from_checkpoint(truncated)
+        DepthEstimator.provision(truncated, resolve(truncated, 'cpu', 'torch', 'fp32'))
 
 
 def test_an_onnx_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, 'MAX_MODEL_BYTES', 1 << 20)
+    monkeypatch.setattr(onnx_model, 'MAX_MODEL_BYTES', 1 << 20)
     monkeypatch.setattr('onnx.load', lambda *args, **kwargs: pytest.fail('a file over the size limit was read'))
     huge = tmp_path / 'huge.onnx'
     with open(huge, 'wb') as file:
         file.truncate((1 << 20) + 1)  # sparse: nothing written
     with pytest.raises(CheckpointError, match=r'huge\.onnx is 1\.0 MiB, over the 1 MiB limit'):
-        DepthEstimator.from_checkpoint(huge)
+        DepthEstimator.provision(huge, resolve(huge, 'cpu', 'torch', 'fp32'))
 
 
 def test_exports_from_many_threads_at_once_all_succeed(tmp_path):

@@ -10,29 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from packnet_ros.model.checkpoints import save_checkpoint
-from packnet_ros.networks import PackNetSlim01
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 
 SIZE = (64, 192)
 RGB = np.random.default_rng(0).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
 
 
-def make_checkpoint(folder: Path, seed: int, scale: float) -> Path:
-    torch.manual_seed(seed)
-    net = PackNetSlim01(width=0.25)
-    net.initialize_depth(12.0)
-    net.depth_scale = scale
-    return save_checkpoint(folder / f'seed{seed}.ckpt', net, step=seed, input_size=SIZE)
-
-
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, make_small_checkpoint):
     """The served model and another one (other weights, other scale)."""
     folder = tmp_path_factory.mktemp('ckpt')
-    return make_checkpoint(folder, 0, 1.7), make_checkpoint(folder, 1, 0.5)
+    return tuple(make_small_checkpoint(folder / f'seed{seed}.ckpt', seed, SIZE, step=seed, depth=12.0, scale=scale)
+                 for seed, scale in ((0, 1.7), (1, 0.5)))
 
 
 @pytest.fixture
@@ -44,12 +35,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / 'cache' / 'packnet_ros' / 'onnx'
 
 
-def served(checkpoint: Path, **kwargs) -> DepthEstimator:
-    return DepthEstimator.from_checkpoint(checkpoint, backend='onnxruntime', **kwargs)
+def served(checkpoint: Path, precision: str = 'fp32', **kwargs) -> DepthEstimator:
+    return DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'onnxruntime', precision), **kwargs)
 
 
 def torch_depth(checkpoint: Path) -> np.ndarray:
-    return DepthEstimator.from_checkpoint(checkpoint).infer(RGB)
+    return DepthEstimator.provision(checkpoint, resolve(checkpoint, 'cpu', 'torch', 'fp32')).infer(RGB)
 
 
 def poison(path: Path) -> None:
@@ -66,14 +57,14 @@ def poison(path: Path) -> None:
 
 def test_a_model_planted_under_a_cache_name_is_exported_again(checkpoints, cache, caplog):
     shipped, other = checkpoints
-    entry = served(shipped).run.path
-    planted = served(other).run.path
+    entry = served(shipped).backend.path
+    planted = served(other).backend.path
     assert np.median(np.abs(served(other).infer(RGB) / torch_depth(shipped) - 1)) > 0.5  # a different model
     shutil.copy(planted, entry)
     with caplog.at_level(logging.WARNING):
         again = served(shipped)
     np.testing.assert_allclose(again.infer(RGB), torch_depth(shipped), rtol=1e-4)
-    assert again.run.path == entry and 'changed since it was sealed' in caplog.text
+    assert again.backend.path == entry and 'changed since it was sealed' in caplog.text
     caplog.clear()
     for suffix in ('.onnx', '.json'):  # with its own seal: it seals another checkpoint's export
         shutil.copy(planted.with_suffix(suffix), entry.with_suffix(suffix))
@@ -86,10 +77,10 @@ def test_a_model_planted_under_a_cache_name_is_exported_again(checkpoints, cache
 @pytest.mark.parametrize('resealed', [False, True], ids=['its_seal', 'resealed'])
 def test_a_cached_export_with_nan_weights_is_exported_again(checkpoints, cache, caplog, resealed):
     shipped, _ = checkpoints
-    entry = served(shipped).run.path
+    entry = served(shipped).backend.path
     poison(entry)
     if resealed:  # a seal that matches the poisoned file: only the probe can tell
-        from packnet_ros.serving.export import file_sha256, seal
+        from packnet_ros.serving.cache import file_sha256, seal
 
         seal(entry, file_sha256(shipped))
     with caplog.at_level(logging.WARNING):
@@ -100,12 +91,12 @@ def test_a_cached_export_with_nan_weights_is_exported_again(checkpoints, cache, 
 
 def test_a_truncated_cache_entry_is_exported_again(checkpoints, cache, caplog):
     shipped, _ = checkpoints
-    entry = served(shipped).run.path
+    entry = served(shipped).backend.path
     with open(entry, 'r+b') as file:
         file.truncate(entry.stat().st_size // 2)
     with caplog.at_level(logging.WARNING):
         again = served(shipped)
-    assert again.run.path == entry and 'changed since it was sealed' in caplog.text
+    assert again.backend.path == entry and 'changed since it was sealed' in caplog.text
     np.testing.assert_allclose(again.infer(RGB), torch_depth(shipped), rtol=1e-4)
 
 
@@ -113,12 +104,12 @@ def test_a_truncated_int8_cache_entry_is_quantized_again(checkpoints, cache, cap
     shipped, _ = checkpoints
     frames = [np.random.default_rng(i).integers(0, 256, (*SIZE, 3), dtype=np.uint8) for i in range(4)]
     int8 = dict(precision='int8', calibration=frames, int8_tolerance=1.0)
-    entry = served(shipped, **int8).run.path
+    entry = served(shipped, **int8).backend.path
     with open(entry, 'r+b') as file:
         file.truncate(entry.stat().st_size // 2)
     with caplog.at_level(logging.WARNING):
         again = served(shipped, **int8)
-    assert again.run.path == entry and again.precision == 'int8' and 'changed since it was sealed' in caplog.text
+    assert again.backend.path == entry and again.precision == 'int8' and 'changed since it was sealed' in caplog.text
     assert np.isfinite(again.infer(RGB)).all()
 
 
@@ -157,7 +148,7 @@ def obstruct(cache: Path, entry: Path, obstacle: str, monkeypatch) -> None:
 @pytest.mark.parametrize('obstacle', ['file_in_the_way', 'directory_in_place', 'read_only', 'no_space'])
 def test_an_unusable_cache_exports_to_a_temporary_directory(checkpoints, cache, monkeypatch, caplog, obstacle):
     shipped, _ = checkpoints
-    entry = served(shipped).run.path
+    entry = served(shipped).backend.path
     obstruct(cache, entry, obstacle, monkeypatch)
     try:
         with caplog.at_level(logging.WARNING):
@@ -165,7 +156,7 @@ def test_an_unusable_cache_exports_to_a_temporary_directory(checkpoints, cache, 
     finally:
         if cache.is_dir():
             cache.chmod(0o755)
-    assert estimator.backend == 'onnxruntime' and estimator.run.path.is_relative_to(tempfile.gettempdir())
+    assert estimator.backend.name == 'onnxruntime' and estimator.backend.path.is_relative_to(tempfile.gettempdir())
     assert 'temporary directory' in caplog.text
     np.testing.assert_allclose(estimator.infer(RGB), torch_depth(shipped), rtol=1e-4)
 
@@ -178,5 +169,5 @@ def test_with_nowhere_to_write_an_export_torch_serves(checkpoints, cache, tmp_pa
     monkeypatch.setattr(tempfile, 'tempdir', str(blocked))
     with caplog.at_level(logging.WARNING):
         estimator = served(shipped)
-    assert estimator.backend == 'torch' and 'serving it with torch' in caplog.text
+    assert estimator.backend.name == 'torch' and 'serving it with torch' in caplog.text
     np.testing.assert_allclose(estimator.infer(RGB), torch_depth(shipped), rtol=1e-5)

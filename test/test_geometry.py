@@ -1,11 +1,13 @@
 """Geometry: round trips, identity warps and a hand-computed warp of a fronto-parallel plane."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from packnet_ros.geometry import (
     Camera,
+    depth_to_points,
     euler_to_mat,
     inv2depth,
     invert_pose,
@@ -91,3 +93,20 @@ def test_pose_vec_to_mat_matches_original():
 def test_inv2depth_inverts_and_keeps_a_zero_head_finite():
     depth = inv2depth(torch.tensor([0.5, 0.01, 0.0]))
     assert depth.tolist() == pytest.approx([2.0, 100.0, 1 / MIN_INVERSE_DEPTH])
+
+
+def test_points_are_back_projected_depth_with_packed_colour():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    K = np.array([[10.0, 0, 3.5], [0, 12.0, 2.0], [0, 0, 1]])
+    depth = rng.uniform(1, 5, size=(6, 8)).astype(np.float32)
+    depth[0, 0] = np.nan
+    points = depth_to_points(depth, rgb, K)
+    v, u = 4, 6
+    d = depth[v, u]
+    np.testing.assert_allclose(points[v, u, :3], [(u - 3.5) / 10 * d, (v - 2.0) / 12 * d, d], rtol=1e-6)
+    r, g, b = rgb[v, u]
+    assert points[v, u, 3:].view(np.uint32)[0] == (int(r) << 16) | (int(g) << 8) | int(b)
+    assert np.isnan(points[0, 0, :3]).all()
+    strided = depth_to_points(depth, rgb, K, stride=2)
+    assert strided.shape == (3, 4, 4) and strided[2, 3, 2] == depth[4, 6]

@@ -9,6 +9,7 @@ from packnet_ros.data.synthetic import CameraRig, write_kitti_drive
 from packnet_ros.data.triplets import BagTopics, DriveTriplets, bag_triplets, plan_triplets, split_triplets
 from packnet_ros.model.checkpoints import load_checkpoint
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.provision import resolve
 from packnet_ros.training import NEIGHBOURS, TripletAccumulator, TripletRules
 
 from helpers import KITTI_DRIVE, kitti_triplets, require
@@ -100,8 +101,9 @@ def test_train_resume_and_strip(drive, tmp_path, capsys):
     assert shipped.optimizer is None and shipped.pose_state is not None
     assert (tmp_path / 'ship.ckpt').stat().st_size < 0.3 * full.stat().st_size
     rgb = np.random.default_rng(0).integers(0, 256, (32, 96, 3), dtype=np.uint8)
-    np.testing.assert_allclose(DepthEstimator.from_checkpoint(tmp_path / 'ship.ckpt').infer(rgb),
-                               DepthEstimator.from_checkpoint(full).infer(rgb), rtol=5e-3)
+    on_torch = resolve(full, 'cpu', 'torch', 'fp32')
+    np.testing.assert_allclose(DepthEstimator.provision(tmp_path / 'ship.ckpt', on_torch).infer(rgb),
+                               DepthEstimator.provision(full, on_torch).infer(rgb), rtol=5e-3)
 
 
 def test_split_file_selects_target_frames(drive, tmp_path, capsys):

@@ -7,8 +7,10 @@ from packnet_ros.cli import main
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.image import read_rgb, to_tensor
 from packnet_ros.model.checkpoints import load_checkpoint
-from packnet_ros.serving.export import ExportError, OnnxInfo, export_depth
+from packnet_ros.serving.export import ExportError, export_depth
 from packnet_ros.serving.inference import DepthEstimator
+from packnet_ros.serving.onnx_model import OnnxInfo
+from packnet_ros.serving.provision import resolve
 from packnet_ros.serving.quantization import MIN_FRAMES, CalibrationFrames, float_only_nodes, quantize_depth
 
 from helpers import KITTI_DRIVE, REPO, require
@@ -40,12 +42,12 @@ def int8_model(fp32_model, frames, tmp_path_factory):
 
 
 def torch_depth(rgb):
-    return DepthEstimator.from_checkpoint(SHIPPED, *SIZE).infer(rgb)
+    return DepthEstimator.provision(SHIPPED, resolve(SHIPPED, 'cpu', 'torch', 'fp32'), SIZE).infer(rgb)
 
 
 def test_int8_model_keeps_depth_on_frames_it_was_not_calibrated_on(int8_model, frames):
-    served = DepthEstimator.from_checkpoint(int8_model.path)
-    assert (served.backend, served.precision) == ('onnxruntime', 'int8')
+    served = DepthEstimator.provision(int8_model.path, resolve(int8_model.path, 'cpu', 'torch', 'fp32'))
+    assert (served.backend.name, served.precision) == ('onnxruntime', 'int8')
     for rgb in frames[4:]:
         expected, got = torch_depth(rgb), served.infer(rgb)
         relative = np.abs(got - expected) / expected
@@ -90,23 +92,21 @@ def test_clear_errors(fp32_model, int8_model, frames, tmp_path):
     with pytest.raises(ExportError, match='already int8'):
         quantize_depth(int8_model.path, tmp_path / 'twice.onnx', frames[:4])
     with pytest.raises(ValueError, match='is a float model'):
-        DepthEstimator.from_checkpoint(fp32_model, precision='int8')
+        DepthEstimator.provision(fp32_model, resolve(fp32_model, 'cpu', 'torch', 'int8'))
     with pytest.raises(ValueError, match='needs the onnxruntime backend'):
-        DepthEstimator.from_checkpoint(SHIPPED, precision='int8', calibration=frames[:4])
+        DepthEstimator.provision(SHIPPED, resolve(SHIPPED, 'cpu', 'torch', 'int8'), calibration=frames[:4])
     with pytest.raises(ValueError, match='int8 models run on the CPU'):
         DepthEstimator(int8_model.path, *SIZE, torch.device('cuda'), precision='int8')
 
 
 def test_checkpoint_in_int8_is_quantized_once_per_calibration(frames):
-    first = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', precision='int8',
-                                           calibration=frames[:4])
+    int8 = resolve(SHIPPED, 'cpu', 'onnxruntime', 'int8')
+    first = DepthEstimator.provision(SHIPPED, int8, SIZE, calibration=frames[:4])
     assert first.precision == 'int8' and OnnxInfo.read(first.net).precision == 'int8'
     written = first.net.stat().st_mtime_ns
-    again = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', precision='int8',
-                                           calibration=frames[:4])
+    again = DepthEstimator.provision(SHIPPED, int8, SIZE, calibration=frames[:4])
     assert again.net == first.net and again.net.stat().st_mtime_ns == written  # cached, not redone
-    other = DepthEstimator.from_checkpoint(SHIPPED, *SIZE, backend='onnxruntime', precision='int8',
-                                           calibration=frames[1:5])
+    other = DepthEstimator.provision(SHIPPED, int8, SIZE, calibration=frames[1:5])
     assert other.net != first.net  # other frames, other model
 
 
@@ -145,3 +145,14 @@ def test_featureless_frames_are_not_kept_for_calibration():
     assert kept.refused == 4 and not kept.frames
     scene = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     assert [kept.offer(scene, stamp=10 + i) for i in range(4)] == [False, False, False, True]
+
+
+def test_the_calibrator_keeps_frames_only_where_int8_calibrates(frames):
+    from packnet_ros.serving.calibration import Int8Calibrator, Int8State
+
+    calibrator = Int8Calibrator(resolve(SHIPPED, 'cpu'), 4, 0.0)  # auto on a CPU: int8, calibrated here
+    assert calibrator.state is Int8State.CALIBRATING and calibrator.status() == 'calibrating: 0/4 frames'
+    assert [calibrator.offer(rgb, float(i)) for i, rgb in enumerate(frames[:4])] == [False, False, False, True]
+    assert calibrator.status() == 'calibrating: 4/4 frames'
+    unused = Int8Calibrator(resolve(SHIPPED, 'cpu', 'torch'), 4, 0.0)
+    assert unused.state is Int8State.NOT_USED and not unused.offer(frames[0], 0.0) and unused.status() == 'not used'

@@ -1,1 +1,2 @@
-"""Serving depth: inference backends (torch, onnxruntime), ONNX export and its cache, int8."""
+"""Serving depth: which backend and precision (provision), inference backends (torch, onnxruntime),
+ONNX export, its cache and metadata, int8 and its live calibration."""

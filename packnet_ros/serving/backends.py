@@ -18,6 +18,7 @@ import torch
 
 from packnet_ros.model.checkpoints import CheckpointError
 from packnet_ros.networks import PackNet
+from packnet_ros.serving.cache import engine_cache
 
 BACKENDS = ('torch', 'onnxruntime')
 AUTOCAST = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -37,6 +38,8 @@ def onnxruntime_missing(export: bool = True) -> str:
 
 
 class TorchBackend:
+    name = 'torch'
+
     def __init__(self, net: PackNet, device: torch.device, precision: str):
         if precision not in AUTOCAST:
             raise ValueError(f'precision {precision} runs on onnxruntime (a quantized model), not torch')
@@ -84,6 +87,8 @@ def providers_for(device: torch.device, precision: str, cache_dir: Path) -> list
 
 
 class OnnxRuntimeBackend:
+    name = 'onnxruntime'
+
     def __init__(self, path: str | os.PathLike, device: torch.device, precision: str, threads: int = 0):
         import onnxruntime as ort
 
@@ -95,7 +100,7 @@ class OnnxRuntimeBackend:
         # receive threads and the training node (spinning cost a frame now and then at
         # 1-2 Hz on two cores; sleeping costs ~2 % of PackNet01's latency).
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-        providers = providers_for(device, precision, self.path.parent / 'trt_cache')
+        providers = providers_for(device, precision, engine_cache(self.path))
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, ...) derive from Exception alone

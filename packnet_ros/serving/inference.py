@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import inv2depth
 from packnet_ros.image import check_network_size, to_tensor
 from packnet_ros.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from packnet_ros.networks import PackNet
-from packnet_ros.serving.backends import BACKENDS, PRECISIONS, OnnxRuntimeBackend, TorchBackend
-from packnet_ros.serving.export import ExportError, OnnxInfo, cached, export_depth, onnx_cache_path
-from packnet_ros.serving.quantization import TOLERANCE, calibration_digest, quantize_depth
+from packnet_ros.serving.backends import PRECISIONS, OnnxRuntimeBackend, TorchBackend
+from packnet_ros.serving.cache import cached, int8_name, onnx_cache_path
+from packnet_ros.serving.export import ExportError, export_depth
+from packnet_ros.serving.onnx_model import OnnxInfo, is_onnx
+from packnet_ros.serving.provision import DEFAULT_SIZE, ServingPlan, network_size
+from packnet_ros.serving.quantization import INT8_TOLERANCE_REL, quantize_depth
 
-DEFAULT_SIZE = (192, 640)
 PROBE_SEED = 0  # of the probe image an exported model must give finite depth for
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class DepthEstimator:
     infer() takes RGB uint8 at any size and returns depth in metres at network
     resolution: 1 / inverse depth, NaN outside [min_depth, max_depth] (by default
     every depth is kept). `net` is a PackNet (torch backend) or the path of an exported
-    .onnx model (onnxruntime backend).
+    .onnx model (onnxruntime backend); `backend` runs it (its `name` says which).
     """
 
     net: PackNet | Path
@@ -56,18 +57,16 @@ class DepthEstimator:
         if self.precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
         if isinstance(self.net, PackNet):
-            self.run = TorchBackend(self.net, self.device, self.precision)
-            self.backend = 'torch'
+            self.backend: TorchBackend | OnnxRuntimeBackend = TorchBackend(self.net, self.device, self.precision)
         else:
-            self.run = OnnxRuntimeBackend(self.net, self.device, self.precision, self.threads)
-            self.backend = 'onnxruntime'
+            self.backend = OnnxRuntimeBackend(self.net, self.device, self.precision, self.threads)
             self._check_graph()
         self._probe()
 
     def _check_graph(self) -> None:
         """No loader has checked an exported graph: one that takes other images is refused
         before it serves (CheckpointError)."""
-        name, shape = self.run.input, self.run.input_shape
+        name, shape = self.backend.input, self.backend.input_shape
         if list(shape[1:]) != [3, self.height, self.width]:
             raise CheckpointError(f'{self.net} takes {name} {shape}, not 3x{self.height}x{self.width} images: '
                                   'export it again at that size')
@@ -79,7 +78,7 @@ class DepthEstimator:
         name = self.net if isinstance(self.net, Path) else self.identity or type(self.net).__name__
         probe = torch.rand(1, 3, self.height, self.width, generator=torch.Generator().manual_seed(PROBE_SEED))
         try:
-            finite = bool(torch.isfinite(self.run(probe)).all())
+            finite = bool(torch.isfinite(self.backend(probe)).all())
         except Exception as exc:  # onnxruntime's errors derive from Exception alone
             raise CheckpointError(f'{name} fails on a probe image: {" ".join(str(exc).split())}') from exc
         if not finite:
@@ -87,41 +86,34 @@ class DepthEstimator:
                                   'weights?): not served')
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, height: int | None = None, width: int | None = None,
-                        device: str = 'cpu', backend: str = 'torch',
-                        calibration: Sequence[np.ndarray] = (), int8_tolerance: float | None = None,
-                        **kwargs) -> 'DepthEstimator':
-        """Load weights; the input size defaults to the one the checkpoint was trained at. An .onnx
-        path runs on onnxruntime; a checkpoint with backend 'onnxruntime' is exported (and
-        checked against torch) once per file content, into the user's cache, and served from
-        there while the entry's seal holds and it probes finite. Precision 'int8'
-        quantizes that export on `calibration` (RGB uint8 frames of the served camera) and
-        raises ExportError where int8 would change depth beyond `int8_tolerance` (default:
-        packnet_ros.serving.quantization.TOLERANCE)."""
-        if backend not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-        if Path(path).suffix == '.onnx':
-            return cls._from_onnx(Path(path), height, width, device, **kwargs)
-        if kwargs.get('precision') == 'int8' and backend != 'onnxruntime':
-            raise ValueError('precision int8 needs the onnxruntime backend')
-        ckpt = load_checkpoint(path)
+    def provision(cls, checkpoint: str | os.PathLike, plan: ServingPlan,
+                  size: tuple[int | None, int | None] | None = None, *, calibration: Sequence[np.ndarray] = (),
+                  int8_tolerance: float = INT8_TOLERANCE_REL, **options) -> 'DepthEstimator':
+        """`checkpoint` served as `plan` says (packnet_ros.serving.provision.resolve), at `size`
+        (height, width; None or 0 for the size it was trained at). An .onnx runs as it is, in its
+        own precision. On onnxruntime a checkpoint is exported (and checked against torch) once
+        per file content, into the user's cache, and served from there while the entry's seal
+        holds and it probes finite; in int8 that export is quantized on `calibration` (RGB
+        uint8 frames of the served camera), ExportError where int8 would change depth beyond
+        `int8_tolerance`. `options`: min_depth, max_depth, threads."""
+        height, width = size or (None, None)
+        if is_onnx(checkpoint):
+            return cls._from_onnx(Path(checkpoint), plan, height, width, **options)
+        ckpt = load_checkpoint(checkpoint)
         net, _ = ckpt.networks()
-        trained = ckpt.input_size or DEFAULT_SIZE
-        height, width = height or trained[0], width or trained[1]
-        if backend == 'onnxruntime':
-            # ckpt.sha256 is of the very bytes these weights came from: it seals their export
-            return cls._from_export(ckpt, net, ckpt.sha256, height, width, device, calibration, int8_tolerance,
-                                    **kwargs)
-        return cls(net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step, **kwargs)
+        height, width = network_size(ckpt.input_size, height, width)
+        if plan.backend == 'onnxruntime':
+            return cls._from_export(ckpt, net, height, width, plan, calibration, int8_tolerance, **options)
+        return cls(net, height, width, plan.device, plan.precision, identity=ckpt.name, step=ckpt.step, **options)
 
     @classmethod
-    def _from_export(cls, ckpt: Checkpoint, net: PackNet, digest: str, height: int, width: int, device: str,
-                     calibration: Sequence[np.ndarray], int8_tolerance: float | None, **kwargs) -> 'DepthEstimator':
-        """`net` (whose checkpoint hashes to `digest`) on onnxruntime from its cached export,
-        exported again where the cache holds none that is sound (packnet_ros.serving.export.cached) and
-        probes finite; on torch where no export can be written at all (int8 then raises ExportError)."""
-        int8 = kwargs.get('precision') == 'int8'
-        tolerance = TOLERANCE if int8_tolerance is None else int8_tolerance
+    def _from_export(cls, ckpt: Checkpoint, net: PackNet, height: int, width: int, plan: ServingPlan,
+                     calibration: Sequence[np.ndarray], int8_tolerance: float, **options) -> 'DepthEstimator':
+        """`net` on onnxruntime from its cached export, exported again where the cache holds
+        none that is sound (packnet_ros.serving.cache.cached) and probes finite; on torch where
+        no export can be written at all (int8 then raises ExportError)."""
+        int8 = plan.precision == 'int8'
+        digest = ckpt.sha256  # of the very bytes these weights came from: it seals their export
 
         def model(problem: str = '') -> Path | None:
             fp32 = cached(onnx_cache_path(digest, height, width), digest, lambda out: export_depth(
@@ -129,17 +121,17 @@ class DepthEstimator:
                 problem)
             if fp32 is None or not int8:
                 return fp32
-            return cached(onnx_cache_path(digest, height, width, f'{calibration_digest(calibration)}_{tolerance:g}'),
-                          digest, lambda out: quantize_depth(fp32, out, calibration, tolerance=tolerance,
-                                                             threads=kwargs.get('threads', 0)), problem)
+            return cached(onnx_cache_path(digest, height, width, int8_name(calibration, int8_tolerance)), digest,
+                          lambda out: quantize_depth(fp32, out, calibration, tolerance=int8_tolerance,
+                                                     threads=options.get('threads', 0)), problem)
 
         def serve(onnx: Path | None) -> DepthEstimator:
             if onnx is None and int8:
                 raise ExportError(f'{ckpt.path}: no folder can hold its int8 model (see the warnings)')
             if onnx is None:
                 log.warning(f'{ckpt.path}: no folder can hold its ONNX export: serving it with torch')
-            return cls(onnx or net, height, width, resolve_device(device), identity=ckpt.name, step=ckpt.step,
-                       **kwargs)
+            return cls(onnx or net, height, width, plan.device, plan.precision, identity=ckpt.name, step=ckpt.step,
+                       **options)
 
         try:
             return serve(model())
@@ -147,33 +139,33 @@ class DepthEstimator:
             return serve(model(str(exc)))
 
     @classmethod
-    def _from_onnx(cls, path: Path, height: int | None, width: int | None, device: str,
-                   **kwargs) -> 'DepthEstimator':
+    def _from_onnx(cls, path: Path, plan: ServingPlan, height: int | None, width: int | None,
+                   **options) -> 'DepthEstimator':
         if not path.is_file():
             raise CheckpointError(f'ONNX model {path} does not exist')
         info = OnnxInfo.read(path)
-        requested = kwargs.get('precision', 'fp32')
+        requested = plan.precision
         if info.precision == 'int8' and requested not in ('fp32', 'int8'):
             raise ValueError(f'{path.name} is an int8 model: it runs in int8, not {requested}')
         if info.precision != 'int8' and requested == 'int8':
             raise ValueError(f'{path.name} is a float model: quantize it (packnet-ros export --int8 '
                              '--calibration DATA), or give its checkpoint and calibration frames')
-        if info.precision == 'int8':  # the file decides: the default fp32 request runs it as it is
-            kwargs['precision'] = 'int8'
+        # the file decides: a float request runs an int8 model as it is
+        precision = 'int8' if info.precision == 'int8' else requested
         if (height or info.height_px, width or info.width_px) != (info.height_px, info.width_px):
             raise ValueError(f'{path.name} was exported for {info.width_px}x{info.height_px}, not '
                              f'{width or info.width_px}x{height or info.height_px}: export it again at that size')
-        return cls(path, info.height_px, info.width_px, resolve_device(device),
-                   identity=f'{path.name} ({info.source or info.arch})', step=info.step, **kwargs)
+        return cls(path, info.height_px, info.width_px, plan.device, precision,
+                   identity=f'{path.name} ({info.source or info.arch})', step=info.step, **options)
 
     def infer_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb [B,3,height,width] in [0,1] -> depth [B,1,height,width] metres (float32, NaN out of range)."""
-        inv_depth = self.run(rgb)
+        inv_depth = self.backend(rgb)
         return mask_out_of_range(inv2depth(inv_depth), self.min_depth, self.max_depth)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H,W,3] -> depth float32 [height,width] metres."""
         batch = to_tensor(rgb, self.height, self.width)
-        if self.device.type == 'cuda' and self.backend == 'torch':
+        if self.device.type == 'cuda' and isinstance(self.backend, TorchBackend):
             batch = batch.pin_memory()  # lets the host->device copy run asynchronously
         return self.infer_tensor(batch)[0, 0].cpu().numpy()

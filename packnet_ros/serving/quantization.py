@@ -16,7 +16,6 @@ whose activations int8 cannot hold is never served.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import re
@@ -31,9 +30,10 @@ import torch
 
 from packnet_ros.image import to_tensor
 from packnet_ros.serving.backends import OnnxRuntimeBackend
-from packnet_ros.serving.export import ExportError, ExportResult, OnnxInfo, add_metadata, export_checkpoint
+from packnet_ros.serving.export import ExportError, ExportResult, export_checkpoint
+from packnet_ros.serving.onnx_model import OnnxInfo, add_metadata
 
-TOLERANCE = 0.03  # median relative depth difference int8 vs fp32 on the calibration frames
+INT8_TOLERANCE_REL = 0.03  # median relative depth difference int8 vs fp32 on the calibration frames
 MIN_FRAMES = 4
 
 
@@ -59,14 +59,6 @@ class QuantizeResult:
     depth_difference: float  # median |d_int8 - d_fp32| / d_fp32 over the calibration frames' pixels
 
 
-def calibration_digest(frames: Sequence[np.ndarray]) -> str:
-    """A short name for a set of calibration frames (part of a cached model's file name)."""
-    digest = hashlib.sha256()
-    for frame in frames:
-        digest.update(np.ascontiguousarray(frame).tobytes())
-    return digest.hexdigest()[:12]
-
-
 def float_only_nodes(model) -> list[str]:
     """Convolutions that stay float: 3D ones (5D weights) and those feeding a sigmoid (the heads)."""
     ranks = {init.name: len(init.dims) for init in model.graph.initializer}
@@ -87,7 +79,7 @@ def depth_difference(reference: Path, candidate: Path, batches: list[torch.Tenso
 
 
 def quantize_depth(fp32_model: str | os.PathLike, out: str | os.PathLike, frames: Sequence[np.ndarray], *,
-                   tolerance: float = TOLERANCE, threads: int = 0) -> QuantizeResult:
+                   tolerance: float = INT8_TOLERANCE_REL, threads: int = 0) -> QuantizeResult:
     """fp32 .onnx (packnet_ros.serving.export) + RGB uint8 frames [H,W,3] -> int8 .onnx, written atomically.
 
     Frames are resized to the model's input size; use frames from the camera the model will

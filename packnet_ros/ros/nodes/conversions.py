@@ -7,7 +7,6 @@ without the per-element checks a bytes/list would trigger.
 from __future__ import annotations
 
 import array
-from functools import lru_cache
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -89,42 +88,14 @@ def rectified_camera_info(info: CameraInfo, K: np.ndarray, width: int, height: i
     return out
 
 
-@lru_cache(maxsize=8)
-def _rays(fx: float, fy: float, cx: float, cy: float, w: int, h: int, stride: int) -> np.ndarray:
-    u = np.arange(0, w, stride, dtype=np.float32)
-    v = np.arange(0, h, stride, dtype=np.float32)
-    rays = np.empty((len(v), len(u), 2), dtype=np.float32)
-    rays[..., 0] = ((u - cx) / fx)[None, :]
-    rays[..., 1] = ((v - cy) / fy)[:, None]
-    return rays
-
-
 POINT_FIELDS = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, count=1),
                 PointField(name='y', offset=4, datatype=PointField.FLOAT32, count=1),
                 PointField(name='z', offset=8, datatype=PointField.FLOAT32, count=1),
                 PointField(name='rgb', offset=12, datatype=PointField.FLOAT32, count=1)]
 
 
-def depth_to_points(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, stride: int = 1) -> np.ndarray:
-    """Organised XYZ + packed RGB [h,w,4] float32 in the optical frame (x right, y down, z forward).
-
-    depth [H,W] metres (NaN invalid) with intrinsics K at that resolution; rgb [H,W,3] uint8.
-    The rgb channel holds 0x00RRGGBB reinterpreted as float32 (the PCL convention rviz reads).
-    """
-    h, w = depth.shape
-    rays = _rays(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), w, h, stride)
-    d = depth[::stride, ::stride]
-    points = np.empty(d.shape + (4,), dtype=np.float32)
-    np.multiply(rays[..., 0], d, out=points[..., 0])
-    np.multiply(rays[..., 1], d, out=points[..., 1])
-    points[..., 2] = d
-    c = rgb[::stride, ::stride].astype(np.uint32)
-    points[..., 3] = ((c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]).view(np.float32)
-    return points
-
-
 def points_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
-    """Organised [h,w,4] float32 (x, y, z, rgb) -> sensor_msgs/PointCloud2."""
+    """Organised [h,w,4] float32 (x, y, z, rgb; packnet_ros.geometry.depth_to_points) -> sensor_msgs/PointCloud2."""
     h, w, _ = points.shape
     return PointCloud2(header=header, height=h, width=w, fields=POINT_FIELDS, is_bigendian=False,
                        point_step=16, row_step=16 * w, is_dense=False, data=_as_array(points))

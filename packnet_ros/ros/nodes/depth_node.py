@@ -2,11 +2,13 @@
 
 Threads: the executor only stores incoming frames (latest wins, older unprocessed frames
 are counted as dropped); one worker thread rectifies (when camera_info has distortion),
-runs inference and publishes; checkpoints announced on the topic load on their own thread
-and the worker swaps models between frames. With precision int8 the node serves the float
-model until it has kept calibration frames from its own camera, then quantizes on the
-loader thread and swaps (and quantizes every checkpoint announced after that with the
-same frames).
+runs inference and publishes; checkpoints, announced on the topic or set as the parameter,
+load on their own thread and the worker swaps models between frames. The camera input and
+the diagnostics timer have a callback group of their own, so frames keep arriving while a
+parameter change waits for its model to load (it succeeds only once loaded). With precision
+int8 the node serves the float model until it has kept calibration frames from its own
+camera, then quantizes on the loader thread and swaps (and quantizes every checkpoint
+announced after that with the same frames: packnet_ros.serving.calibration).
 
 The same data flow runs as a plain node (`depth_node`: configured and active from the
 start) and as a managed one (`lifecycle_depth_node`: configure loads the model, activate
@@ -14,8 +16,6 @@ subscribes), through DepthServing's configure/activate/deactivate/cleanup.
 """
 from __future__ import annotations
 
-import enum
-import math
 import threading
 import time
 from collections import deque
@@ -25,13 +25,14 @@ import cv2
 import numpy as np
 import torch
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
 from packnet_ros.devices import resolve_device
-from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.geometry import depth_to_points, scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
 from packnet_ros.image import colorize_depth
 from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
@@ -40,7 +41,6 @@ from packnet_ros.ros.nodes.conversions import (
     ConversionError,
     calibration_of,
     depth_to_image,
-    depth_to_points,
     limit_range,
     points_to_cloud,
     rectified_camera_info,
@@ -51,12 +51,14 @@ from packnet_ros.ros.nodes.diagnostics import Health, StatusPublisher
 from packnet_ros.ros.nodes.inputs import INPUT_PARAMETERS, subscribe_image, subscribe_input
 from packnet_ros.ros.nodes.parameters import Param, declare_parameters
 from packnet_ros.ros.nodes.runner import join_until, run
-from packnet_ros.serving.backends import BACKENDS, onnxruntime_missing
-from packnet_ros.serving.export import ExportError
+from packnet_ros.serving.backends import BACKENDS
+from packnet_ros.serving.calibration import RECHECK_PERIOD_S, Int8Calibrator, Int8State
 from packnet_ros.serving.inference import DepthEstimator
-from packnet_ros.serving.quantization import MIN_FRAMES, CalibrationFrames
+from packnet_ros.serving.provision import network_size, resolve
+from packnet_ros.serving.quantization import INT8_TOLERANCE_REL, MIN_FRAMES
 
 WARN_PERIOD_S = 5.0
+LOAD_POLL_S = 0.5  # how often a parameter change waiting for its model checks that the node still runs
 
 PARAMETERS = {
     'checkpoint': Param('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained '
@@ -78,11 +80,11 @@ PARAMETERS = {
                        choices=('auto', 'fp32', 'fp16', 'bf16', 'int8')),
     'calibration_frames': Param(16, 'int8: camera frames kept for calibration', low=MIN_FRAMES),
     'calibration_period': Param(2.0, 'int8: seconds at least between two kept calibration frames', low=0.0),
-    'int8_tolerance': Param(0.03, 'int8: largest median relative change of depth against float on the '
-                                  'calibration frames and on live frames; a model beyond it is served in float',
-                            low=0.0, high=1.0),
-    'int8_recheck_period': Param(30.0, 'int8: seconds between checks of int8 against float on a live frame '
-                                       '(0: never)', low=0.0),
+    'int8_tolerance': Param(INT8_TOLERANCE_REL, 'int8: largest median relative change of depth against float on '
+                                                'the calibration frames and on live frames; a model beyond it is '
+                                                'served in float', low=0.0, high=1.0),
+    'int8_recheck_period': Param(RECHECK_PERIOD_S, 'int8: seconds between checks of int8 against float on a live '
+                                                   'frame (0: never)', low=0.0),
     'output_resolution': Param('network', 'publish depth at "network" or "input" image resolution',
                                choices=('network', 'input')),
     'min_depth': Param(0.5, 'metres; nearer predictions are published as -Inf (REP 117; NaN with '
@@ -105,11 +107,17 @@ PARAMETERS = {
 }
 
 
-class Int8(enum.Enum):
-    NOT_USED = 'not used'
-    CALIBRATING = 'calibrating'
-    SERVING = 'serving int8'
-    REFUSED = 'refused, serving float'
+@dataclass
+class LoadRequest:
+    """A checkpoint for the loader thread; a parameter change waits for its outcome."""
+
+    path: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ''  # why it was not loaded
+
+    def finish(self, error: str) -> None:
+        self.error = error
+        self.done.set()
 
 
 class LatestFrame:
@@ -195,40 +203,6 @@ class CameraModel:
         return self._scaled[(width, height)]
 
 
-@dataclass(frozen=True)
-class Serving:
-    """How models are served: the backend and precision asked for, resolved on this machine."""
-
-    backend: str
-    precision: str
-    note: str = ''  # why it differs from what the parameters asked, for a warning
-
-
-def choose_serving(backend: str, precision: str, device: torch.device, checkpoint: str) -> Serving:
-    """'auto' -> onnxruntime on a CPU for fp32, and int8 for a checkpoint there (both measured
-    faster with the same depth: README); torch for GPUs, fp16/bf16 and untrained networks.
-    Without onnx/onnxruntime installed, torch in fp32 with a note (an .onnx file still needs them)."""
-    onnx_file = checkpoint.endswith('.onnx')
-    cpu = device.type == 'cpu'
-    if precision == 'auto':
-        precision = 'int8' if cpu and backend in ('auto', 'onnxruntime') and checkpoint and not onnx_file else 'fp32'
-    if not checkpoint:
-        return Serving('torch', 'fp32' if precision == 'int8' else precision)
-    if backend == 'auto':
-        backend = 'onnxruntime' if onnx_file or (cpu and precision in ('fp32', 'int8')) else 'torch'
-    if backend == 'onnxruntime':
-        missing = onnxruntime_missing(export=not onnx_file)
-        if missing and onnx_file:
-            raise ValueError(f'{checkpoint} is an ONNX model, which needs {missing}: pip install onnx onnxruntime')
-        if missing:
-            return Serving('torch', 'fp32' if precision == 'int8' else precision,
-                           f'{missing} not installed: serving with torch in fp32 (pip install onnx onnxruntime '
-                           'for the faster CPU backends and int8)')
-    if precision == 'int8' and (backend != 'onnxruntime' or not cpu):
-        raise ValueError('precision int8 needs a checkpoint served by onnxruntime on a CPU')
-    return Serving(backend, precision)
-
-
 class DepthServing:
     """depth_node's data flow, for a plain or a lifecycle node: message in -> core call -> message out.
 
@@ -249,14 +223,14 @@ class DepthServing:
         self.camera: CameraModel | None = None
         self.estimator: DepthEstimator | None = None
         self.pending: DepthEstimator | None = None
-        # While int8 is served: its float model, to check it against on live frames.
-        self.reference: DepthEstimator | None = None
-        self.pending_reference: DepthEstimator | None = None
-        self._last_int8_check = float('-inf')
+        self.int8: Int8Calibrator | None = None  # which models serve, int8 or float (configure)
         self.pending_lock = threading.Lock()
         self.load_lock = threading.Lock()  # one load (and ONNX export) at a time
-        self.wanted: str | None = None  # the newest announced checkpoint not loaded yet
+        self.wanted: LoadRequest | None = None  # the newest checkpoint asked for, not loading yet
+        self.loading: str | None = None  # the checkpoint the loader is loading
         self.loader: threading.Thread | None = None
+        # camera input and diagnostics: served while a parameter change waits for a load
+        self.input_group = MutuallyExclusiveCallbackGroup()
         self.worker: threading.Thread | None = None
         self.image_sub = self.info_sub = None
         self.publishers = []
@@ -269,21 +243,19 @@ class DepthServing:
     def configure(self) -> None:
         p, node = self.params, self.node
         self.device = resolve_device(p['device'])
-        self.serving = choose_serving(p['backend'], p['precision'], self.device, p['checkpoint'])
-        if self.serving.note:
-            self.log.warn(self.serving.note)
+        self.plan = resolve(p['checkpoint'], self.device, p['backend'], p['precision'])
+        if self.plan.note:
+            self.log.warn(self.plan.note)
         self.threads = p['threads'] or torch.get_num_threads()
         # With onnxruntime, torch only converts and masks small tensors: one thread, so that its
         # idle OpenMP workers do not compete with onnxruntime's for the same cores.
-        torch.set_num_threads(1 if self.serving.backend == 'onnxruntime' else self.threads)
+        torch.set_num_threads(1 if self.plan.backend == 'onnxruntime' else self.threads)
         # A checkpoint in int8 waits for calibration frames; an int8 .onnx is served as it is.
-        self.calibration = (CalibrationFrames(p['calibration_frames'], p['calibration_period'])
-                            if self.serving.precision == 'int8' and not p['checkpoint'].endswith('.onnx') else None)
-        self.int8 = Int8.CALIBRATING if self.calibration is not None else Int8.NOT_USED
-        self.int8_reason = ''
+        self.int8 = Int8Calibrator(self.plan, p['calibration_frames'], p['calibration_period'], p['int8_tolerance'],
+                                   p['int8_recheck_period'], self._int8_refused)
         self.checkpoint = p['checkpoint']
         self.estimator = self._build_estimator(p['checkpoint'])
-        if self.estimator.backend == 'torch':  # also when the export could be written nowhere
+        if self.estimator.backend.name == 'torch':  # also when the export could be written nowhere
             torch.set_num_threads(self.threads)
         qos_out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_depth = self.create_publisher(Image, 'depth', qos_out)
@@ -293,14 +265,15 @@ class DepthServing:
         self.publishers = [pub for pub in (self.pub_depth, self.pub_info, self.pub_points, self.pub_colored) if pub]
         self.checkpoint_sub = node.create_subscription(String, 'checkpoint', self.on_checkpoint, 10)
         self.status = StatusPublisher(node, 'depth', str(self.device))
-        self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics)
+        self.diagnostics_timer = node.create_timer(1.0, self.publish_diagnostics, callback_group=self.input_group)
         e = self.estimator
-        self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend}, '
-                      f'{e.precision}{", int8 once calibrated" if self.calibration else ""})')
+        self.log.info(f'model ready: {e.identity} at {e.width}x{e.height} on {self.device} ({e.backend.name}, '
+                      f'{e.precision}{", int8 once calibrated" if self.plan.calibrate else ""})')
 
     def activate(self) -> None:
-        self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error)
-        self.info_sub = subscribe_input(self.node, self.params, CameraInfo, 'camera_info', self.on_camera_info)
+        self.image_sub = subscribe_image(self.node, self.params, self.on_image, self.health.error, self.input_group)
+        self.info_sub = subscribe_input(self.node, self.params, CameraInfo, 'camera_info', self.on_camera_info,
+                                        callback_group=self.input_group)
         self._running = True
         self.worker = threading.Thread(target=self.run_worker, name='depth_inference', daemon=True)
         self.worker.start()
@@ -322,51 +295,26 @@ class DepthServing:
         self.node.destroy_subscription(self.checkpoint_sub)
         self.node.destroy_timer(self.diagnostics_timer)
         self.node.destroy_publisher(self.status.publisher)
-        self.estimator = self.pending = self.reference = self.pending_reference = None
+        self.estimator = self.pending = self.int8 = None
 
     # ---------------------------------------------------------------- models
 
     def _build_estimator(self, checkpoint: str) -> DepthEstimator:
+        """The model that serves `checkpoint` (int8 or float: self.int8 decides), probed and warmed
+        up: a model with non-finite depth was refused. Range limits are applied when publishing
+        (REP 117 tells too near from too far)."""
         p = self.params
-        # Range limits are applied when publishing (REP 117 tells too near from too far).
-        options = dict(precision=self.serving.precision, threads=self.threads)
         if checkpoint:
-            estimator = self._quantized(checkpoint, options)
-            if estimator is None:
-                if self.calibration is not None:
-                    options['precision'] = 'fp32'
-                estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                           str(self.device), backend=self.serving.backend, **options)
-        else:
-            self.log.warn('no checkpoint given: an untrained network serves meaningless depth')
-            estimator = DepthEstimator(build_depth_net(p['arch'], p['model_width']), p['height'] or 192,
-                                       p['width'] or 640, self.device,
-                                       identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained', **options)
-        return estimator  # probed and warmed up: a model with non-finite depth was refused
+            return self.int8.serve(checkpoint, (p['height'], p['width']), threads=self.threads)
+        self.log.warn('no checkpoint given: an untrained network serves meaningless depth')
+        height, width = network_size(None, p['height'], p['width'])
+        return DepthEstimator(build_depth_net(p['arch'], p['model_width']), height, width, self.device,
+                              self.plan.precision, threads=self.threads,
+                              identity=f'{p["arch"]}(width={p["model_width"]:g}) untrained')
 
-    def _quantized(self, checkpoint: str, options: dict) -> DepthEstimator | None:
-        """The int8 model of `checkpoint` once calibration frames are kept; None until then, or
-        when int8 would change depth too much (the float model is served instead). An .onnx
-        file is served in its own precision."""
-        if self.calibration is None or not self.calibration.complete or checkpoint.endswith('.onnx'):
-            return None
-        p = self.params
-        try:
-            estimator = DepthEstimator.from_checkpoint(checkpoint, p['height'] or None, p['width'] or None,
-                                                       str(self.device), backend=self.serving.backend,
-                                                       calibration=self.calibration.frames,
-                                                       int8_tolerance=p['int8_tolerance'], **options)
-        except ExportError as exc:
-            self.int8 = Int8.REFUSED
-            self.int8_reason = str(exc)
-            self.health.error('int8 refused for this model: serving float')
-            self.log.warn(f'int8 refused for {checkpoint}, serving it in float: {exc}')
-            return None
-        self.int8 = Int8.SERVING
-        self.pending_reference = DepthEstimator.from_checkpoint(  # the float export quantization started from
-            checkpoint, p['height'] or None, p['width'] or None, str(self.device), backend=self.serving.backend,
-            **{**options, 'precision': 'fp32'})
-        return estimator
+    def _int8_refused(self, status: str, detail: str) -> None:
+        self.health.error(status)
+        self.log.warn(detail)
 
     def on_checkpoint(self, msg: String) -> None:
         if not msg.data.strip():
@@ -374,29 +322,45 @@ class DepthServing:
             return
         self._load_in_background(msg.data)
 
-    def _load_in_background(self, path: str) -> None:
-        """Queue `path` for the one loader thread, which loads the newest announcement only: a
-        flood of announcements (50 in 10 s) loads the last, without a thread each."""
+    def _load_in_background(self, path: str) -> LoadRequest:
+        """Queue `path` for the one loader thread, which loads the newest request only: a
+        flood of announcements (50 in 10 s) loads the last, without a thread each. A request
+        overtaken by a newer one finishes unloaded, saying so."""
         with self.pending_lock:
-            if self.wanted is not None:
-                self.counters.superseded_reloads += 1
-            self.wanted = path
-            if self.loader is not None and self.loader.is_alive():
-                return
+            return self._queue(path)
+
+    def _queue(self, path: str) -> LoadRequest:
+        """_load_in_background with pending_lock held."""
+        request = LoadRequest(path)
+        if self.wanted is not None:
+            self.counters.superseded_reloads += 1
+            self.wanted.finish(f'{self.wanted.path} was superseded by {path} before it loaded')
+        self.wanted = request
+        if self.loader is None or not self.loader.is_alive():
             self.loader = threading.Thread(target=self._run_loader, name='checkpoint_loader', daemon=True)
             self.loader.start()
+        return request
 
     def _run_loader(self) -> None:
         while True:
             with self.pending_lock:
-                path, self.wanted = self.wanted, None
-                if path is None:
-                    self.loader = None
+                request, self.wanted = self.wanted, None
+                if request is None:
+                    self.loader = self.loading = None
                     return
-            self._load(path)
+                self.loading = request.path
+            request.finish(self._load(request.path))
+
+    def _requantize(self) -> None:
+        """Calibration is complete: the newest checkpoint loads again, quantized (one still
+        queued is quantized when it loads)."""
+        with self.pending_lock:
+            if self.wanted is None:
+                self._queue(self.loading or self.checkpoint)
 
     def on_set_parameters(self, params) -> SetParametersResult:
-        """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded."""
+        """'checkpoint' (the only dynamic parameter) succeeds only once the new model is loaded,
+        on the loader thread: the camera input (its own callback group) goes on meanwhile."""
         for param in params:
             if param.name == 'checkpoint':
                 if not str(param.value).strip():
@@ -404,9 +368,12 @@ class DepthServing:
                                                                         'the model; the served model stays')
                 if self.estimator is None:
                     return SetParametersResult(successful=True)  # not configured yet: configure() loads it
-                error = self._load(param.value)
-                if error:
-                    return SetParametersResult(successful=False, reason=error)
+                request = self._load_in_background(param.value)
+                while not request.done.wait(LOAD_POLL_S):
+                    if not self.node.context.ok():
+                        return SetParametersResult(successful=False, reason='the node is shutting down')
+                if request.error:
+                    return SetParametersResult(successful=False, reason=request.error)
         return SetParametersResult(successful=True)
 
     def _load(self, path: str) -> str:
@@ -431,8 +398,7 @@ class DepthServing:
         with self.pending_lock:
             if self.pending is not None:
                 self.estimator, self.pending = self.pending, None
-                self.reference, self.pending_reference = self.pending_reference, None
-                self._last_int8_check = float('-inf')  # check the new int8 model on its first frame
+                self.int8.adopt(self.estimator)
 
     # ---------------------------------------------------------------- input
 
@@ -504,13 +470,13 @@ class DepthServing:
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)
-        self._check_int8(net_rgb, depth, started)
+        self._recheck_int8(net_rgb, depth, started)
         nonfinite = float(np.mean(~np.isfinite(depth)))  # published as NaN (no measurement), and said
         self.health.fault('nonfinite', f'{est.identity} gives non-finite depth for {nonfinite:.0%} of the latest '
                                        'frame' if nonfinite else None)
-        if self.calibration is not None and self.calibration.offer(net_rgb, started):
-            self.log.info(f'kept {self.calibration.count} calibration frames: quantizing to int8')
-            self._load_in_background(self.checkpoint)
+        if self.int8.offer(net_rgb, started):
+            self.log.info(f'kept {self.params["calibration_frames"]} calibration frames: quantizing to int8')
+            self._requantize()
         colour = net_rgb
         if self.params['output_resolution'] == 'input':
             depth = cv2.resize(depth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -529,30 +495,14 @@ class DepthServing:
         now = time.monotonic()
         self.timings.add(1000 * (now - received), inference_ms, now)
 
-    def _check_int8(self, net_rgb: np.ndarray, depth: np.ndarray, now: float) -> None:
-        """Every int8_recheck_period seconds, int8's depth on a live frame against float's: the
-        calibration frames may not represent the camera (16 black frames at start passed the
-        check on themselves and then changed real frames' depth by 12 %). Beyond int8_tolerance
-        the float model is served from the next frame on."""
-        period = self.params['int8_recheck_period']
-        if self.reference is None or period <= 0 or now - self._last_int8_check < period:
-            return
-        self._last_int8_check = now
-        reference = self.reference.infer(net_rgb)
-        valid = np.isfinite(reference) & np.isfinite(depth) & (reference > 0)
-        change = float(np.median(np.abs(depth[valid] / reference[valid] - 1))) if valid.any() else math.inf
-        if change <= self.params['int8_tolerance']:
-            return
-        self.int8 = Int8.REFUSED
-        self.int8_reason = (f'on a live frame int8 changed depth by {change:.1%} against float (tolerance '
-                            f'{self.params["int8_tolerance"]:.0%}): its calibration frames do not represent '
-                            'this camera')
-        self.health.error('int8 differs from float on live frames: serving float')
-        self.log.warn(f'int8 refused, serving float from now on: {self.int8_reason}')
-        with self.pending_lock:
-            if self.pending is None:  # a newer model still loading replaces both
-                self.pending = self.reference
-        self.reference = None
+    def _recheck_int8(self, net_rgb: np.ndarray, depth: np.ndarray, now: float) -> None:
+        """int8's depth against float's on a live frame when due: float serves from the next frame
+        on where they differ too much."""
+        fallback = self.int8.check(net_rgb, depth, now)
+        if fallback is not None:
+            with self.pending_lock:
+                if self.pending is None:  # a newer model still loading replaces both
+                    self.pending = fallback
 
     def publish_geometry(self, camera: CameraModel, depth: np.ndarray, colour: np.ndarray, header) -> None:
         h, w = depth.shape
@@ -567,22 +517,16 @@ class DepthServing:
 
     def publish_diagnostics(self) -> None:
         est, c = self.estimator, self.counters
+        sub = self.image_sub  # deactivate() (another callback group) may end it meanwhile
         if est is None:
             return
-        int8 = self.int8.value
-        if self.int8 is Int8.CALIBRATING:
-            int8 = f'calibrating: {len(self.calibration.frames)}/{self.calibration.count} frames'
-            if self.calibration.refused:
-                int8 += f' ({self.calibration.refused} featureless frames not kept)'
-        elif self.int8 is Int8.REFUSED:
-            int8 = f'{int8}: {self.int8_reason}'
         values = {
             **self.timings.summary(),
             'received': str(c.received),
             'processed': str(c.processed),
             'dropped': str(self.frames.dropped),
-            'lost_in_transport': str(self.image_sub.delivery.lost if self.image_sub else 0),
-            'missed': str(self.image_sub.delivery.missed if self.image_sub else 0),
+            'lost_in_transport': str(sub.delivery.lost if sub else 0),
+            'missed': str(sub.delivery.missed if sub else 0),
             'errors': str(c.errors),
             'camera_info_rejected': str(c.camera_info_rejected),
             'reloads': str(c.reloads),
@@ -591,14 +535,14 @@ class DepthServing:
             'model': est.identity,
             'training_step': str(est.step),
             'device': str(self.device),
-            'backend': est.backend,
+            'backend': est.backend.name,
             'precision': est.precision,
-            'int8': int8,
+            'int8': self.int8.status() if self.int8 else Int8State.NOT_USED.value,
             'input_size': f'{est.width}x{est.height}',
-            'input_reliability': self.image_sub.reliability if self.image_sub else 'inactive',
+            'input_reliability': sub.reliability if sub else 'inactive',
             'rectifying': str(bool(self.camera and self.camera.rectify)).lower(),
         }
-        if self.image_sub is None:
+        if sub is None:
             message = 'inactive'
         else:
             message = f'{values["rate_hz"]} Hz' if c.processed else 'waiting for images'

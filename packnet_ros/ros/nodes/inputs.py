@@ -26,8 +26,10 @@ override also takes `auto`.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
+from rclpy.callback_groups import CallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -98,12 +100,17 @@ def loss_advice(topic: str) -> str:
 
 
 class InputSubscription:
-    """A subscription with KEEP_LAST `depth` whose reliability is fixed or follows the publishers."""
+    """A subscription with KEEP_LAST `depth` whose reliability is fixed or follows the publishers.
+    Its callbacks (and the re-check's timer) run in `callback_group` (default: the node's)."""
 
     def __init__(self, node: Node, msg_type: type, topic: str, callback: Callable, reliability: str, depth: int,
-                 on_loss: Callable[[str], None] | None = None):
+                 on_loss: Callable[[str], None] | None = None, callback_group: CallbackGroup | None = None):
         self.node, self.msg_type, self.callback, self.depth = node, msg_type, callback, depth
         self.on_loss = on_loss  # called with the advice while a best-effort topic loses messages
+        self.callback_group = callback_group
+        # close() may run beside the re-check when they are in different callback groups
+        self._lock = threading.Lock()
+        self._closed = False
         self.delivery = DeliveryMonitor()
         self._advised = False
         self.topic = node.resolve_topic_name(topic)  # namespace and remapping applied
@@ -111,7 +118,7 @@ class InputSubscription:
         self.subscription = self.timer = None
         if self.mode == 'auto':
             self._follow_publishers()
-            self.timer = node.create_timer(RECHECK_PERIOD_S, self._follow_publishers)
+            self.timer = node.create_timer(RECHECK_PERIOD_S, self._follow_publishers, callback_group=callback_group)
         else:
             self.subscription = self._subscribe(RELIABILITY[self.mode])
 
@@ -126,11 +133,13 @@ class InputSubscription:
 
     def close(self) -> None:
         """Unsubscribe (a lifecycle node deactivating)."""
-        if self.timer is not None:
-            self.node.destroy_timer(self.timer)
-        if self.subscription is not None:
-            self.node.destroy_subscription(self.subscription)
-        self.subscription = self.timer = None
+        with self._lock:
+            self._closed = True
+            if self.timer is not None:
+                self.node.destroy_timer(self.timer)
+            if self.subscription is not None:
+                self.node.destroy_subscription(self.subscription)
+            self.subscription = self.timer = None
 
     @property
     def reliability(self) -> str:
@@ -145,7 +154,8 @@ class InputSubscription:
         overrides = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH))
         events = SubscriptionEventCallbacks(message_lost=self._on_lost)
         return self.node.create_subscription(self.msg_type, self.topic, self._on_message, qos,
-                                             qos_overriding_options=overrides, event_callbacks=events)
+                                             qos_overriding_options=overrides, event_callbacks=events,
+                                             callback_group=self.callback_group)
 
     def _on_message(self, msg, info: dict) -> None:
         publishers = self.node.get_publishers_info_by_topic(self.topic)
@@ -171,24 +181,30 @@ class InputSubscription:
         wanted = (ReliabilityPolicy.RELIABLE
                   if all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
                   else ReliabilityPolicy.BEST_EFFORT)
+        with self._lock:
+            if not self._closed:
+                self._resubscribe(wanted, len(publishers))
+
+    def _resubscribe(self, wanted: ReliabilityPolicy, publishers: int) -> None:
         if self.subscription is None or wanted != self.subscription.qos_profile.reliability:
             if self.subscription is not None:
                 self.node.destroy_subscription(self.subscription)
             self.subscription = self._subscribe(wanted)
             self.node.get_logger().info(f'{self.topic}: subscribed {wanted.name.lower()} to match '
-                                        f'{len(publishers)} publisher(s)')
+                                        f'{publishers} publisher(s)')
 
 
 def subscribe_input(node: Node, params: dict, msg_type: type, topic: str, callback: Callable,
-                    on_loss: Callable[[str], None] | None = None) -> InputSubscription:
+                    on_loss: Callable[[str], None] | None = None,
+                    callback_group: CallbackGroup | None = None) -> InputSubscription:
     """Subscribe with the node's 'qos_reliability' and 'qos_depth' parameters."""
     return InputSubscription(node, msg_type, topic, callback, params['qos_reliability'], params['qos_depth'],
-                             on_loss)
+                             on_loss, callback_group)
 
 
-def subscribe_image(node: Node, params: dict, callback: Callable,
-                    on_loss: Callable[[str], None] | None = None) -> InputSubscription:
+def subscribe_image(node: Node, params: dict, callback: Callable, on_loss: Callable[[str], None] | None = None,
+                    callback_group: CallbackGroup | None = None) -> InputSubscription:
     """'image/compressed' when the 'use_compressed' parameter is set, else raw 'image'."""
     if params['use_compressed']:
-        return subscribe_input(node, params, CompressedImage, 'image/compressed', callback, on_loss)
-    return subscribe_input(node, params, Image, 'image', callback, on_loss)
+        return subscribe_input(node, params, CompressedImage, 'image/compressed', callback, on_loss, callback_group)
+    return subscribe_input(node, params, Image, 'image', callback, on_loss, callback_group)

@@ -11,6 +11,11 @@ computation at the deadline (a forward pass of a big network on a busy CPU) is n
 for: once close() has saved what must be kept, the process exits without the interpreter's
 teardown, which would otherwise destroy native thread pools under that thread and abort
 ("terminate called without an active exception").
+
+Nodes spin on a MultiThreadedExecutor: a node's callbacks stay in its default, mutually
+exclusive callback group (one at a time, as on a single thread) unless it puts some in a
+group of their own, as depth_node does with its camera input, so that a parameter change
+that waits for a model to load does not stop frames from arriving.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import time
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -32,6 +37,7 @@ from packnet_ros.ros.resources import use_fastdds_profile
 
 STOP_BUDGET_S = 3.0  # launch sends SIGTERM 5 s after SIGINT; leaves time for teardown on a busy CPU
 SPIN_PERIOD_S = 0.1  # how soon a stop signal is noticed
+SPIN_THREADS = 2  # the node's default callback group and one more (depth_node's input)
 
 
 class RosLogHandler(logging.Handler):
@@ -113,7 +119,7 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
 def spin(node: Node, stop: threading.Event) -> None:
     """Until `stop` is set, the context shuts down or the node's `finished` future is done."""
     finished = getattr(node, 'finished', None)
-    executor = SingleThreadedExecutor(context=node.context)
+    executor = MultiThreadedExecutor(SPIN_THREADS, context=node.context)
     executor.add_node(node)
     try:
         while not stop.is_set() and node.context.ok() and not (finished is not None and finished.done()):
@@ -121,6 +127,9 @@ def spin(node: Node, stop: threading.Event) -> None:
     finally:
         executor.remove_node(node)
         executor.shutdown(timeout_sec=0)
+        # rclpy's shutdown leaves the executor's idle threads waiting for work: end them, so
+        # that only threads still computing keep the process from its normal exit
+        executor._executor.shutdown(wait=False)
 
 
 def ignore_stop_signals() -> None:

@@ -59,6 +59,7 @@ from packnet_ros.serving.quantization import INT8_TOLERANCE_REL, MIN_FRAMES
 
 WARN_PERIOD_S = 5.0
 LOAD_POLL_S = 0.5  # how often a parameter change waiting for its model checks that the node still runs
+SPIN_THREADS = 2  # the executor's: one for the default callback group, one for the camera input's
 
 PARAMETERS = {
     'checkpoint': Param('', 'packnet-sfm .ckpt, packnet_ros checkpoint or exported .onnx; empty = untrained '
@@ -551,6 +552,8 @@ class DepthServing:
 
 class DepthNode(Node):
     """Configured and active from the start, as most ROS 2 drivers are."""
+
+    spin_threads = SPIN_THREADS
 
     def __init__(self):
         super().__init__('depth_node')

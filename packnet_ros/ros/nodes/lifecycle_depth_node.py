@@ -11,11 +11,13 @@ import time
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from packnet_ros.model.checkpoints import CheckpointError
-from packnet_ros.ros.nodes.depth_node import DepthServing
+from packnet_ros.ros.nodes.depth_node import SPIN_THREADS, DepthServing
 from packnet_ros.ros.nodes.runner import STOP_BUDGET_S, run
 
 
 class LifecycleDepthNode(LifecycleNode):
+    spin_threads = SPIN_THREADS
+
     def __init__(self):
         super().__init__('depth_node')
         self.serving = DepthServing(self, self.create_lifecycle_publisher)

@@ -12,10 +12,10 @@ for: once close() has saved what must be kept, the process exits without the int
 teardown, which would otherwise destroy native thread pools under that thread and abort
 ("terminate called without an active exception").
 
-Nodes spin on a MultiThreadedExecutor: a node's callbacks stay in its default, mutually
-exclusive callback group (one at a time, as on a single thread) unless it puts some in a
-group of their own, as depth_node does with its camera input, so that a parameter change
-that waits for a model to load does not stop frames from arriving.
+Nodes spin on one thread, unless they ask for more (`spin_threads`): depth_node spins two,
+its camera input in a callback group of its own, so that a parameter change that waits for
+a model to load does not stop frames from arriving. At the stop, callbacks still queued are
+dropped and running ones get DRAIN_S to finish before the node is destroyed under them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import time
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -37,7 +37,7 @@ from packnet_ros.ros.resources import use_fastdds_profile
 
 STOP_BUDGET_S = 3.0  # launch sends SIGTERM 5 s after SIGINT; leaves time for teardown on a busy CPU
 SPIN_PERIOD_S = 0.1  # how soon a stop signal is noticed
-SPIN_THREADS = 2  # the node's default callback group and one more (depth_node's input)
+DRAIN_S = 0.5  # at the stop, how long running callbacks of a multi-threaded node may take to finish
 
 
 class RosLogHandler(logging.Handler):
@@ -119,7 +119,9 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
 def spin(node: Node, stop: threading.Event) -> None:
     """Until `stop` is set, the context shuts down or the node's `finished` future is done."""
     finished = getattr(node, 'finished', None)
-    executor = MultiThreadedExecutor(SPIN_THREADS, context=node.context)
+    threads = getattr(node, 'spin_threads', 1)
+    executor: Executor = (MultiThreadedExecutor(threads, context=node.context) if threads > 1
+                          else SingleThreadedExecutor(context=node.context))
     executor.add_node(node)
     try:
         while not stop.is_set() and node.context.ok() and not (finished is not None and finished.done()):
@@ -127,9 +129,18 @@ def spin(node: Node, stop: threading.Event) -> None:
     finally:
         executor.remove_node(node)
         executor.shutdown(timeout_sec=0)
-        # rclpy's shutdown leaves the executor's idle threads waiting for work: end them, so
-        # that only threads still computing keep the process from its normal exit
-        executor._executor.shutdown(wait=False)
+        if isinstance(executor, MultiThreadedExecutor):
+            drain(executor, time.monotonic() + DRAIN_S)
+
+
+def drain(executor: MultiThreadedExecutor, deadline: float) -> None:
+    """Drop the callbacks still queued on the executor's threads and wait until `deadline` for
+    those running: rclpy's shutdown does neither (it leaves its idle threads waiting for work,
+    and a queued callback would take from an entity the node is about to destroy)."""
+    pool = executor._executor  # rclpy keeps its thread pool private
+    pool.shutdown(wait=False, cancel_futures=True)
+    for thread in list(getattr(pool, '_threads', ())):
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def ignore_stop_signals() -> None:

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from packnet_ros.geometry import scale_intrinsics
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import cloud_to_points, image_to_depth
 from packnet_ros.serving.inference import DepthEstimator
@@ -55,7 +55,7 @@ class DepthClient:
     def __init__(self, probe):
         self.probe = probe
         node = probe.node
-        self.depth, self.points, self.infos, self.diags = {}, {}, {}, []
+        self.depth, self.points, self.infos = {}, {}, {}
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = node.create_publisher(Image, 'image', reliable)
         self.pub_info = node.create_publisher(CameraInfo, 'camera_info', reliable)
@@ -65,7 +65,7 @@ class DepthClient:
                                  reliable)
         node.create_subscription(CameraInfo, 'depth/camera_info',
                                  lambda m: self.infos.__setitem__(m.header.stamp.sec, m), reliable)
-        node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
+        self.diagnostics = DiagnosticsWatcher(node)
 
     def send(self, rgb, stamp, encoding='rgb8', timeout=DEADLINE):
         self.pub_image.publish(to_msg(rgb, stamp, encoding))
@@ -145,8 +145,7 @@ def test_other_encodings_give_the_same_depth(session, kitti):
 
 
 def diagnostic_value(client, key):
-    values = [kv.value for d in client.diags[-1:] for kv in d.status[0].values if kv.key == key]
-    return values[0] if values else None
+    return client.diagnostics.values().get(key)
 
 
 def diagnostic(client, key):
@@ -380,10 +379,8 @@ def test_the_lifecycle_node_serves_once_configured_and_active(tmp_path, kitti, m
 
 def test_diagnostics_report_model_and_counts(session):
     client = session[0]
-    diag = client.probe.wait_for(lambda: [d for d in client.diags if d.status and
-                                          any(kv.key == 'processed' and int(kv.value) > 0
-                                              for kv in d.status[0].values)], DEADLINE, 'diagnostics')[-1]
-    values = {kv.key: kv.value for kv in diag.status[0].values}
+    values = client.probe.wait_for(lambda: [s for s in client.diagnostics.history() if s.count('processed') > 0],
+                                   DEADLINE, 'diagnostics')[-1].values
     assert 'PackNetSlim01' in values['model'] and values['device'] == 'cpu'
     assert values['backend'] == 'onnxruntime'  # backend auto, fp32 on a CPU
     # Every test here sends a frame only once the previous one was answered: nothing to drop.
@@ -466,8 +463,7 @@ def test_without_onnxruntime_the_node_serves_with_torch(tmp_path, kitti, make_sm
     client = DepthClient(probe)
 
     def value(key):
-        ours = [d for d in client.diags if d.status and d.status[0].name.startswith('/no_onnx/depth_node')]
-        return {kv.key: kv.value for kv in ours[-1].status[0].values}.get(key) if ours else None
+        return client.diagnostics.values('/no_onnx/depth_node').get(key)
     try:
         probe.wait_for(lambda: value('input_reliability') == 'reliable', DEADLINE, 'depth_node')
         depth = image_to_depth(client.send(kitti[1][0], 1))

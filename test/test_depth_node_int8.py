@@ -45,8 +45,8 @@ def calibrate(client, frames):
         client.send(rgb, stamp)
     client.probe.wait_for(lambda: diagnostic_value(client, 'reloads') == '1', DEADLINE, 'the node to quantize')
     depth = image_to_depth(client.send(frames[5], 100))  # the worker swaps models before this frame
-    seen = len(client.diags)
-    client.probe.wait_for(lambda: len(client.diags) > seen + 1, DEADLINE, 'diagnostics after the swap')
+    seen = len(client.diagnostics.history())
+    client.probe.wait_for(lambda: len(client.diagnostics.history()) > seen + 1, DEADLINE, 'diagnostics after the swap')
     return depth
 
 

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -15,6 +14,7 @@ from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.data.split import SplitError, parse_split_line, read_split
 from packnet_ros.image import read_rgb
 from packnet_ros.metrics import image_metrics
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher, Level
 from packnet_ros.ros.node_process import ClientNode, start_node
 from packnet_ros.ros.nodes.conversions import depth_to_image
 from packnet_ros.serving.inference import DepthEstimator
@@ -118,12 +118,10 @@ def test_evaluator_refuses_truncated_messages_and_evaluates_the_next_pair(tmp_pa
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub_pred = client.node.create_publisher(Image, 'depth', reliable)
     pub_gt = client.node.create_publisher(Image, 'depth_gt', reliable)
-    latest: list[DiagnosticStatus] = []
-    client.node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: latest.extend(
-        s for s in m.status if s.name.startswith('/depth_evaluator')), 10)
+    watcher = DiagnosticsWatcher(client.node)
 
     def values() -> dict[str, str]:
-        return {kv.key: kv.value for kv in latest[-1].values} if latest else {}
+        return watcher.values('/depth_evaluator')
     gt = np.full((24, 32), 10.0, np.float32)
     try:
         wait_for_reliable_subscribers(client, ['/depth', '/depth_gt'])
@@ -139,8 +137,9 @@ def test_evaluator_refuses_truncated_messages_and_evaluates_the_next_pair(tmp_pa
         client.wait_for(lambda: values().get('frames') == '1' and values().get('rejected') == '2', DEADLINE,
                         'the good pair evaluated and both bad messages counted')
         assert proc.alive(), proc.log_tail()
-        assert latest[-1].level == DiagnosticStatus.WARN  # errors beside successes
-        assert '2 errors in 10 s, latest: depth' in latest[-1].message
+        status = watcher.latest(node='/depth_evaluator')
+        assert status.level == Level.WARN  # errors beside successes
+        assert '2 errors in 10 s, latest: depth' in status.message
     finally:
         proc.stop()
         client.close()

@@ -34,13 +34,13 @@ def generate_test_description():
 class TestOnlineTraining(unittest.TestCase):
     def test_announced_checkpoints_are_served(self):
         from builtin_interfaces.msg import Time
-        from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import Odometry
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import Header, String
 
         from packnet_ros.data.synthetic import CameraRig, drive
+        from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher
         from packnet_ros.ros.node_process import ClientNode
 
         client = ClientNode('online_launch_test')
@@ -48,15 +48,11 @@ class TestOnlineTraining(unittest.TestCase):
             node, reliable = client.node, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
             pubs = {name: node.create_publisher(cls, f'/test/{name}', reliable)
                     for name, cls in (('image', Image), ('camera_info', CameraInfo), ('odom', Odometry))}
-            announced, served = [], {}
+            announced = []
             node.create_subscription(String, f'{NS}/checkpoint', lambda m: announced.append(m.data),
                                      QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
 
-            def on_diagnostics(msg):
-                for status in msg.status:
-                    if status.name.startswith(f'{NS}/depth_node'):
-                        served.update({kv.key: kv.value for kv in status.values})
-            node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+            watcher = DiagnosticsWatcher(node)
             # image twice (depth and training nodes), camera_info twice, odom once
             client.wait_for(lambda: [p.get_subscription_count() for p in pubs.values()] == [2, 2, 1], DEADLINE,
                             'both nodes to subscribe')
@@ -79,11 +75,12 @@ class TestOnlineTraining(unittest.TestCase):
             play(0.0)
             client.wait_for(lambda: announced, 4 * DEADLINE, 'an announced checkpoint')
             offset = 100.0
-            while int(served.get('training_step', 0)) == 0:  # frames keep coming, so the depth node swaps
+            depth_node = f'{NS}/depth_node'
+            while watcher.count('training_step', depth_node) == 0:  # frames keep coming, so the depth node swaps
                 play(offset)
                 offset += 100.0
-                client.wait_for(lambda: served, DEADLINE, 'depth diagnostics')
-            assert int(served['reloads']) >= 1 and int(served['failed_reloads']) == 0
+                client.wait_for(lambda: watcher.latest(node=depth_node), DEADLINE, 'depth diagnostics')
+            assert watcher.count('reloads', depth_node) >= 1 and watcher.count('failed_reloads', depth_node) == 0
             assert Path(announced[0]).parent == WORK / 'checkpoints'
         finally:
             client.close()

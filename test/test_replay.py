@@ -7,7 +7,6 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -19,6 +18,7 @@ from std_msgs.msg import Header
 from packnet_ros.data.bag import read_messages, write_kitti_bag
 from packnet_ros.data.kitti import KittiDrive
 from packnet_ros.metrics import image_metrics, mean_metrics
+from packnet_ros.ros.diagnostics_watcher import DiagnosticsWatcher
 from packnet_ros.ros.node_process import ClientNode, start_node, write_params_file
 from packnet_ros.ros.nodes.conversions import depth_to_image
 
@@ -82,9 +82,7 @@ def test_evaluator_matches_offline_metrics(tmp_path):
     probe = ClientNode('evaluator_test')
     pub_pred = probe.node.create_publisher(Image, 'depth', RELIABLE)
     pub_gt = probe.node.create_publisher(Image, 'depth_gt', RELIABLE)
-    evaluated = []
-    probe.node.create_subscription(DiagnosticArray, '/diagnostics', lambda m: evaluated.extend(
-        int(kv.value) for s in m.status for kv in s.values if kv.key == 'frames'), 10)
+    watcher = DiagnosticsWatcher(probe.node)
     try:
         wait_for_reliable_subscribers(probe, ['/depth', '/depth_gt'])
         time.sleep(1.0)  # our side saw the match; give the evaluator's readers time to see ours
@@ -95,7 +93,7 @@ def test_evaluator_matches_offline_metrics(tmp_path):
             pub_pred.publish(depth_to_image(pred, header)) if i % 2 else pub_gt.publish(gt_msg)
         unpaired = Header(stamp=Time(sec=999), frame_id='cam')
         pub_pred.publish(depth_to_image(preds[0], unpaired))
-        probe.wait_for(lambda: evaluated and evaluated[-1] == 7, DEADLINE, 'all 7 pairs evaluated')
+        probe.wait_for(lambda: watcher.count('frames', '/depth_evaluator') == 7, DEADLINE, 'all 7 pairs evaluated')
     finally:
         proc.stop()
         probe.close()

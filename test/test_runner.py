@@ -92,7 +92,7 @@ def test_training_node_saves_the_step_reached_and_resumes_there(tmp_path, frames
         checkpoint.networks()
 
         proc = start_node('training_node', tmp_path / 'run2.log', (params,), overrides)
-        feeder.diags.clear()
+        feeder.diagnostics.clear()
         probe.wait_for(lambda: feeder.step() is not None, DEADLINE, 'the restarted node')
         assert feeder.step() == checkpoint.step
         assert f'resumed from {saved.group(1)} at step {checkpoint.step}' in proc.log.read_text()

@@ -42,9 +42,9 @@ from packnet_ros.image import read_rgb, rgb_to_tensor
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.model.checkpoints import load_networks
-from packnet_ros.networks import PoseNet, build_depth_net
+from packnet_ros.networks import PoseNet
 from packnet_ros.training import Trainer, Triplet, TripletAccumulator, TripletRules
-from packnet_ros.training.trainer import forward_motion
+from packnet_ros.training.trainer import forward_motion, fresh_networks
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('PACKNET_SHARED', REPO.parent / 'shared')) / 'data'
@@ -135,10 +135,9 @@ def run(recipe: Recipe, data: Dataset, seed: int, steps: int, eval_every: int, d
     if init:  # adaptation: a trained model meets a new camera and place
         depth_net, pose_net = load_networks(init)
     else:
-        depth_net, pose_net = build_depth_net(recipe.arch, recipe.model_width), None
-        if recipe.initial_depth > 0:
-            depth_net.initialize_depth(recipe.initial_depth)
-    if pose_net is None:
+        depth_net, pose_net = fresh_networks(recipe.arch, recipe.model_width, recipe.initial_depth,
+                                             recipe.motion_prior)
+    if pose_net is None:  # a checkpoint without its PoseNet
         pose_net = PoseNet()
         if recipe.motion_prior > 0:
             pose_net.initialize_translations(forward_motion(recipe.motion_prior))

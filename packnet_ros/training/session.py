@@ -22,7 +22,7 @@ import torch
 from packnet_ros.data.stream import Triplet
 from packnet_ros.devices import resolve_device
 from packnet_ros.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from packnet_ros.networks import DEPTH_NETWORKS, PoseNet, build_depth_net
+from packnet_ros.networks import DEPTH_NETWORKS, PoseNet
 from packnet_ros.options import option, redefault
 from packnet_ros.training import distributed
 from packnet_ros.training.buffer import ReplayBuffer
@@ -34,7 +34,7 @@ from packnet_ros.training.trainer import (
     TrainerConfig,
     TrainerState,
     Weights,
-    forward_motion,
+    fresh_networks,
 )
 
 EMA = 0.05  # weight of the newest step in the running loss
@@ -211,11 +211,7 @@ class TrainingSession:
             pose_net = pose_net or PoseNet()
         else:
             torch.manual_seed(c.seed)
-            depth_net, pose_net = build_depth_net(c.arch, c.model_width), PoseNet()
-            if c.initial_depth > 0:
-                depth_net.initialize_depth(c.initial_depth)
-            if c.motion_prior > 0:
-                pose_net.initialize_translations(forward_motion(c.motion_prior))
+            depth_net, pose_net = fresh_networks(c.arch, c.model_width, c.initial_depth, c.motion_prior)
         trainer = Trainer(depth_net, pose_net, np.eye(3), c.trainer(), device=self.device)
         if resumed:
             self._restore(trainer, ckpt, self.log)

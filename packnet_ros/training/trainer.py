@@ -16,7 +16,7 @@ from packnet_ros.geometry import inv2depth, pose_vec_to_mat
 from packnet_ros.image import rgb_to_tensor
 from packnet_ros.losses import SelfSupervisedLoss, velocity_loss
 from packnet_ros.metrics import hole_fraction
-from packnet_ros.networks import PackNet, PoseNet
+from packnet_ros.networks import PackNet, PoseNet, build_depth_net
 from packnet_ros.options import option
 from packnet_ros.training import distributed
 
@@ -42,6 +42,18 @@ def forward_motion(metres: float) -> list[tuple[float, float, float]]:
     """Target -> context translations of a camera moving `metres` per frame along its optical
     axis, for the context order (previous, next): points are farther in the previous frame."""
     return [(0.0, 0.0, metres), (0.0, 0.0, -metres)]
+
+
+def fresh_networks(arch: str, model_width: float, initial_depth: float = 0.0,
+                   motion_prior: float = 0.0) -> tuple[PackNet, PoseNet]:
+    """Random networks to train from scratch (seed torch first): depth heads starting near
+    `initial_depth` metres and PoseNet near `motion_prior` metres forward per frame, where > 0."""
+    depth_net, pose_net = build_depth_net(arch, model_width), PoseNet()
+    if initial_depth > 0:
+        depth_net.initialize_depth(initial_depth)
+    if motion_prior > 0:
+        pose_net.initialize_translations(forward_motion(motion_prior))
+    return depth_net, pose_net
 
 
 @dataclass(frozen=True)

@@ -97,12 +97,16 @@ class DiagnosticsWatcher:
         node in any namespace."""
         with self._lock:
             seen = list(self._seen)
-        return [s for s in seen if (what is None or s.what == what) and (node is None or _same_node(s.node, node))]
+        return [s for s in seen if _matches(s, what, node)]
 
     def latest(self, what: str | None = None, node: str | None = None) -> NodeStatus | None:
-        """The newest status matching as in history(); None before any arrived."""
-        matching = self.history(what, node)
-        return matching[-1] if matching else None
+        """The newest status matching as in history(); None before any arrived. Searched from the
+        newest back, so polling it stays cheap however many statuses are kept."""
+        with self._lock:
+            for status in reversed(self._seen):
+                if _matches(status, what, node):
+                    return status
+        return None
 
     def values(self, node: str | None = None, what: str | None = None) -> dict[str, str]:
         """The newest matching status's values; {} before any arrived."""
@@ -119,5 +123,9 @@ class DiagnosticsWatcher:
         return {s.node for s in self.history()}
 
 
-def _same_node(name: str, wanted: str) -> bool:
-    return name == wanted if wanted.startswith('/') else name.rsplit('/', 1)[-1] == wanted
+def _matches(status: NodeStatus, what: str | None, node: str | None) -> bool:
+    if what is not None and status.what != what:
+        return False
+    if node is None:
+        return True
+    return status.node == node if node.startswith('/') else status.node.rsplit('/', 1)[-1] == node

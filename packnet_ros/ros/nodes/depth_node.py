@@ -34,7 +34,7 @@ from std_msgs.msg import String
 from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import depth_to_points, scale_intrinsics
 from packnet_ros.geometry.distortion import Rectifier, RectifierCache
-from packnet_ros.image import colorize_depth
+from packnet_ros.image import colorize_depth, resize_area
 from packnet_ros.networks import DEPTH_NETWORKS, build_depth_net
 from packnet_ros.ros.nodes.conversions import (
     INVALID_DEPTH,
@@ -467,7 +467,7 @@ class DepthServing:
         if camera is not None:
             rgb = camera.rectified(rgb)
         est = self.estimator
-        net_rgb = cv2.resize(rgb, (est.width, est.height), interpolation=cv2.INTER_AREA)
+        net_rgb = resize_area(rgb, est.height, est.width)
         started = time.monotonic()
         depth = est.infer(net_rgb)
         inference_ms = 1000 * (time.monotonic() - started)

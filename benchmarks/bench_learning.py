@@ -28,7 +28,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from recipes import RECIPES, Recipe
@@ -38,7 +37,7 @@ from packnet_ros.data.synthetic import CameraRig, drive
 from packnet_ros.data.triplets import DriveTriplets
 from packnet_ros.devices import resolve_device
 from packnet_ros.geometry import scale_intrinsics
-from packnet_ros.image import read_rgb, rgb_to_tensor
+from packnet_ros.image import read_rgb, resize_area, rgb_to_tensor
 from packnet_ros.losses import travelled_distance
 from packnet_ros.metrics import image_metrics, mean_metrics
 from packnet_ros.model.checkpoints import load_networks
@@ -66,8 +65,7 @@ def kitti_tiny(height: int = 96, width: int = 320) -> Dataset:
     drv = KittiDrive(KITTI)
     stamps = np.array(drv.stamps())
     speeds = np.array([p.speed for p in drv.oxts()])
-    small = [cv2.resize(read_rgb(drv.image_path(f)), (width, height), interpolation=cv2.INTER_AREA)
-             for f in drv.frames]
+    small = [resize_area(read_rgb(drv.image_path(f)), height, width) for f in drv.frames]
     triplets = []
     for t in range(1, 6):
         distances = [travelled_distance(stamps, speeds, stamps[t], stamps[c]) for c in (t - 1, t + 1)]
@@ -90,7 +88,7 @@ def kitti_drive(path: Path, name: str, height: int = 96, width: int = 320, batch
     small, gts = [], []
     for f in drv.frames:
         rgb = read_rgb(drv.image_path(f))
-        small.append(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+        small.append(resize_area(rgb, height, width))
         gts.append(drv.ground_truth(f, rgb.shape[:2]))
     return Dataset(name, triplets, small, gts, planned.K, batch=batch, crop='garg')
 
